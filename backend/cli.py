@@ -1,0 +1,159 @@
+"""Command line: ``python -m backend trace|validate|...``.
+
+Usage errors exit with status 2 and one line on stderr; model/file problems exit 1 with a message naming the
+problem.  No traceback is shown for any user error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from .errors import LoopLensError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, status 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _add_trace(sub):
+    p = sub.add_parser("trace", help="trace one question: the belief over the options after every recurrent step")
+    p.add_argument("--model", default=None, help="a shipped model's name or a checkpoint directory "
+                   "(default: the first shipped model)")
+    p.add_argument("--question", help="question text (with --option)")
+    p.add_argument("--option", action="append", default=None, help="an answer option (repeat 2-10 times)")
+    p.add_argument("--answer", type=int, default=None, help="index (0-based) of the correct option, if any")
+    p.add_argument("--benchmark", help="a benchmark JSONL file (with --item)")
+    p.add_argument("--item", help="item id in the benchmark")
+    p.add_argument("--variant", default="base", choices=["base", "easy", "nca"])
+    p.add_argument("--permutation", type=int, default=0, help="answer-order permutation (0 = as in the file)")
+    p.add_argument("--steps", type=int, default=30, help="recurrent steps, 1-256 (default 30)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the random initial state (default: a fresh one, "
+                   "printed)")
+    p.add_argument("--init-scale", type=float, default=1.0, help="scale of the random initial state; 0 = zeros")
+    p.add_argument("--template", help="a prompt template JSON file (default: the model's own)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    p.set_defaults(func=cmd_trace)
+
+
+def _add_validate(sub):
+    p = sub.add_parser("validate", help="check a benchmark JSONL file; exit 0 only when clean")
+    p.add_argument("file")
+    p.set_defaults(func=lambda a: __import__("backend.validate", fromlist=["main"]).main(a.file))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m backend", description="LoopLens: watch a looped language model think.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_trace(sub)
+    _add_validate(sub)
+    for hook in EXTRA_COMMANDS:
+        hook(sub)
+    return parser
+
+
+# Other modules (sweeps, reports) register their subcommands here: a function taking the subparsers object.
+EXTRA_COMMANDS: list = []
+
+
+def _build_item(a):
+    from .items import Item, load_benchmark
+
+    if a.benchmark or a.item:
+        if a.question or a.option:
+            raise UsageError("give either --question/--option or --benchmark/--item, not both")
+        if not (a.benchmark and a.item):
+            raise UsageError("--benchmark and --item go together")
+        bench = load_benchmark(a.benchmark)
+        return bench.get(a.item).instance(a.variant, a.permutation)
+    if a.question is None:
+        raise UsageError("give --question with 2-10 --option values, or --benchmark FILE --item ID")
+    options = a.option or []
+    if a.answer is not None and not 0 <= a.answer < len(options):
+        raise UsageError(f"--answer {a.answer} is out of range for {len(options)} options (0-based index)")
+    item = Item(a.question, tuple(options), a.answer)
+    return item.permuted(a.permutation) if a.permutation else item
+
+
+def cmd_trace(a) -> int:
+    from .trace import check_steps
+
+    check_steps(a.steps)
+    item = _build_item(a)
+    from .models import PromptTemplate, load_bundle
+    from .trace import trace_items
+
+    template = None
+    if a.template:
+        try:
+            text = open(a.template, encoding="utf-8").read()
+        except OSError as exc:
+            raise UsageError(f"cannot read template {a.template}: {exc.strerror}") from None
+        template = PromptTemplate.from_json(text)
+    model_name = a.model
+    if model_name is None:
+        from .models import default_model_name
+
+        model_name = default_model_name()
+        if model_name is None:
+            raise LoopLensError("no --model given and no model is shipped in data/models")
+    bundle = load_bundle(model_name, device=a.device, dtype=a.dtype)
+    (tr,) = trace_items(bundle, [item], a.steps, seeds=a.seed if a.seed is not None else None,
+                        init_scale=a.init_scale, template=template)
+    m = tr.metrics
+    if a.json:
+        d = tr.to_dict()
+        d.update({"final_answer": m.final_answer, "exploration_end": m.exploration_end,
+                  "backtracked": m.backtracked})
+        print(json.dumps(d))
+        return 0
+    letters = "ABCDEFGHIJ"
+    print(f"model {tr.model} ({tr.checkpoint_hash}), {tr.steps} steps, seed {tr.seed}, init scale {tr.init_scale}")
+    print(f"Q: {tr.question}")
+    for i, o in enumerate(tr.options):
+        mark = "  (correct)" if tr.correct == i else ""
+        print(f"  {letters[i]}) {o}{mark}")
+    print("step  " + "  ".join(f"{letters[i]:>6}" for i in range(tr.n_options)) + "   mass  argmax")
+    for t in range(tr.steps):
+        row = "  ".join(f"{p:6.3f}" for p in tr.probs[t])
+        print(f"{t + 1:4d}  {row}  {tr.letter_mass[t]:5.3f}  {letters[m.argmax[t]]}")
+    verdict = "" if m.is_correct is None else (" (correct)" if m.is_correct else " (wrong)")
+    print(f"final answer: {letters[m.final_answer]}) {tr.options[m.final_answer]}{verdict}")
+    print("exploration: " + (f"ends at step {m.exploration_end}" if m.converged else "never converged"))
+    print("commitments: " + (", ".join(f"{letters[c.option]} {c.start}-{c.end}" for c in m.commitments) or "none"))
+    if m.backtracked:
+        print("backtracked: " + ", ".join(f"{letters[a]}" for a in m.abandoned) + f" -> {letters[m.destination]}")
+    else:
+        print("backtracked: no")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    # Register optional subcommands that live in other modules (import errors there must not break `trace`).
+    for mod in ("backend.sweep", "backend.report"):
+        try:
+            m = __import__(mod, fromlist=["register_cli"])
+            if hasattr(m, "register_cli") and m.register_cli not in EXTRA_COMMANDS:
+                EXTRA_COMMANDS.append(m.register_cli)
+        except ImportError:
+            pass
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except LoopLensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory: use fewer steps, a smaller batch, or a smaller dtype on a GPU", file=sys.stderr)
+        return 1

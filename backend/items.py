@@ -1,0 +1,267 @@
+"""Questions, benchmark items, variants and answer-order permutations.
+
+An :class:`Item` is one question with 2-10 options as shown to the model (optional correct index).
+A :class:`BenchmarkItem` is one line of a benchmark JSONL file::
+
+    {"id": "fact-001", "domain": "factual", "question": "...", "answer": "...",
+     "distractors": [3 plausible], "easy_distractors": [3 unrelated], "nca_distractor": "a 4th plausible one"}
+
+giving the variants ``base`` (answer + distractors), ``easy`` (answer + easy_distractors) and ``nca``
+(nca_distractor + distractors: no correct option).  Extra fields are kept.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import UsageError
+
+MIN_OPTIONS, MAX_OPTIONS = 2, 10
+VARIANTS = ("base", "easy", "nca")
+DOMAINS = ("factual", "definition", "logic", "arithmetic", "misleading")
+REQUIRED_FIELDS = ("id", "question", "answer", "distractors")
+
+
+def _clean(text, what: str) -> str:
+    if not isinstance(text, str):
+        raise UsageError(f"{what} must be text, got {type(text).__name__}")
+    t = text.strip()
+    if not t:
+        raise UsageError(f"{what} is empty")
+    return t
+
+
+@dataclass(frozen=True)
+class Item:
+    """A question with its options in the order shown to the model."""
+
+    question: str
+    options: Tuple[str, ...]
+    correct: Optional[int] = None
+    id: Optional[str] = None
+    domain: Optional[str] = None
+    variant: Optional[str] = None
+    permutation: int = 0
+    order: Tuple[int, ...] = ()  # order[i] = index in the original (unpermuted) options of shown option i
+
+    def __post_init__(self):
+        object.__setattr__(self, "question", _clean(self.question, "the question"))
+        opts = tuple(_clean(o, f"option {i + 1}") for i, o in enumerate(self.options))
+        object.__setattr__(self, "options", opts)
+        n = len(opts)
+        if not MIN_OPTIONS <= n <= MAX_OPTIONS:
+            raise UsageError(f"a question needs {MIN_OPTIONS} to {MAX_OPTIONS} options, got {n}")
+        seen: Dict[str, int] = {}
+        for i, o in enumerate(opts):
+            key = o.casefold()
+            if key in seen:
+                raise UsageError(f"options {seen[key] + 1} and {i + 1} are the same ({o!r}): options must differ")
+            seen[key] = i
+        if self.correct is not None:
+            if isinstance(self.correct, bool) or not isinstance(self.correct, (int, np.integer)):
+                raise UsageError(f"the correct answer must be an option index, got {self.correct!r}")
+            if not 0 <= int(self.correct) < n:
+                raise UsageError(f"the correct answer index {self.correct} is out of range for {n} options")
+            object.__setattr__(self, "correct", int(self.correct))
+        if not self.order:
+            object.__setattr__(self, "order", tuple(range(n)))
+        elif sorted(self.order) != list(range(n)):
+            raise UsageError(f"order {self.order} is not a permutation of {n} options")
+
+    @property
+    def n_options(self) -> int:
+        return len(self.options)
+
+    def permuted(self, permutation: int, seed: int = 0) -> "Item":
+        """This item with its options in the order of permutation number ``permutation`` (0 = as given)."""
+        perm = permutation_order(self.n_options, permutation, seed)
+        opts = tuple(self.options[j] for j in perm)
+        correct = None if self.correct is None else perm.index(self.correct)
+        order = tuple(self.order[j] for j in perm)
+        return Item(self.question, opts, correct, self.id, self.domain, self.variant, permutation, order)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "domain": self.domain, "variant": self.variant, "question": self.question,
+                "options": list(self.options), "correct": self.correct, "permutation": self.permutation,
+                "order": list(self.order)}
+
+
+def _all_orders(n: int, seed: int) -> List[Tuple[int, ...]]:
+    rest = [p for p in itertools.permutations(range(n)) if p != tuple(range(n))]
+    rng = np.random.default_rng([seed, n])
+    idx = rng.permutation(len(rest))
+    return [tuple(range(n))] + [rest[i] for i in idx]
+
+
+def permutation_order(n: int, k: int, seed: int = 0) -> List[int]:
+    """The k-th answer order for n options: a list ``perm`` with shown option i = original option perm[i].
+
+    k = 0 is the original order.  For n <= 7 the orders 1..n!-1 are every other order, shuffled by ``seed``
+    (so 24 consecutive permutations of 4 options are all distinct and balance positions; k >= n! cycles).
+    For larger n they are seeded random draws.
+    """
+    if k < 0:
+        raise UsageError(f"permutation must be >= 0, got {k}")
+    if k == 0:
+        return list(range(n))
+    if n <= 7:
+        orders = _all_orders(n, seed)
+        return list(orders[k % len(orders)])
+    return [int(i) for i in np.random.default_rng([seed, n, k]).permutation(n)]
+
+
+@dataclass
+class BenchmarkItem:
+    id: str
+    question: str
+    answer: str
+    distractors: List[str]
+    domain: Optional[str] = None
+    easy_distractors: List[str] = field(default_factory=list)
+    nca_distractor: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    def available_variants(self) -> List[str]:
+        out = ["base"]
+        if self.easy_distractors:
+            out.append("easy")
+        if self.nca_distractor:
+            out.append("nca")
+        return out
+
+    def variant(self, name: str = "base") -> Item:
+        if name == "base":
+            opts, correct = [self.answer, *self.distractors], 0
+        elif name == "easy":
+            if not self.easy_distractors:
+                raise UsageError(f"item {self.id}: no easy_distractors, so there is no 'easy' variant")
+            opts, correct = [self.answer, *self.easy_distractors], 0
+        elif name == "nca":
+            if not self.nca_distractor:
+                raise UsageError(f"item {self.id}: no nca_distractor, so there is no 'nca' variant")
+            opts, correct = [self.nca_distractor, *self.distractors], None
+        else:
+            raise UsageError(f"unknown variant {name!r}: use one of {', '.join(VARIANTS)}")
+        return Item(self.question, tuple(opts), correct, self.id, self.domain, name)
+
+    def instance(self, variant: str = "base", permutation: int = 0, seed: int = 0) -> Item:
+        return self.variant(variant).permuted(permutation, seed)
+
+    def to_dict(self) -> dict:
+        d = dict(self.extra)
+        d.update({"id": self.id, "domain": self.domain, "question": self.question, "answer": self.answer,
+                  "distractors": list(self.distractors), "easy_distractors": list(self.easy_distractors),
+                  "nca_distractor": self.nca_distractor})
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BenchmarkItem":
+        if not isinstance(d, dict):
+            raise UsageError("an item must be a JSON object")
+        missing = [k for k in REQUIRED_FIELDS if k not in d]
+        if missing:
+            raise UsageError(f"missing field(s) {', '.join(missing)}")
+        iid = d["id"]
+        if not isinstance(iid, (str, int)) or isinstance(iid, bool) or not str(iid).strip():
+            raise UsageError("field 'id' must be a non-empty string")
+        for key in ("distractors", "easy_distractors"):
+            v = d.get(key, [])
+            if v is None:
+                v = []
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise UsageError(f"field {key!r} must be a list of strings")
+        domain = d.get("domain")
+        if domain is not None and not isinstance(domain, str):
+            raise UsageError("field 'domain' must be a string")
+        nca = d.get("nca_distractor")
+        if nca is not None and not isinstance(nca, str):
+            raise UsageError("field 'nca_distractor' must be a string")
+        known = {"id", "domain", "question", "answer", "distractors", "easy_distractors", "nca_distractor"}
+        item = cls(
+            id=str(iid).strip(),
+            question=d["question"],
+            answer=d["answer"],
+            distractors=list(d["distractors"]),
+            domain=domain,
+            easy_distractors=list(d.get("easy_distractors") or []),
+            nca_distractor=nca if (nca or "").strip() else None,
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+        for v in item.available_variants():  # validates text, counts and duplicates of each variant
+            try:
+                item.variant(v)
+            except UsageError as exc:
+                raise UsageError(f"variant {v!r}: {exc}") from None
+        return item
+
+
+@dataclass
+class LineError:
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+@dataclass
+class Benchmark:
+    items: List[BenchmarkItem]
+    errors: List[LineError] = field(default_factory=list)
+    source: Optional[str] = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, item_id: str) -> BenchmarkItem:
+        for it in self.items:
+            if it.id == item_id:
+                return it
+        raise UsageError(f"no item with id {item_id!r} in {self.source or 'the benchmark'}")
+
+    @property
+    def domains(self) -> List[str]:
+        return sorted({it.domain for it in self.items if it.domain})
+
+
+def parse_benchmark_lines(lines: Iterable[str], source: Optional[str] = None) -> Benchmark:
+    """Parse JSONL text; every bad line is reported with its number and reason, good lines still load."""
+    items: List[BenchmarkItem] = []
+    errors: List[LineError] = []
+    seen: Dict[str, int] = {}
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(LineError(n, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        try:
+            item = BenchmarkItem.from_dict(d)
+        except UsageError as exc:
+            errors.append(LineError(n, str(exc)))
+            continue
+        if item.id in seen:
+            errors.append(LineError(n, f"duplicate id {item.id!r} (first on line {seen[item.id]})"))
+            continue
+        seen[item.id] = n
+        items.append(item)
+    return Benchmark(items, errors, source)
+
+
+def load_benchmark(path: Union[str, Path]) -> Benchmark:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"benchmark file not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{p} is not UTF-8 text: a benchmark is a JSONL file") from None
+    return parse_benchmark_lines(text.splitlines(), source=str(p))

@@ -1,0 +1,170 @@
+"""Looped-model loading: Huginn-format checkpoints (ours and Huginn-0125), tokenizers, prompt templates.
+
+``load_model(path, device="cpu", dtype=torch.float32)`` returns a :class:`HuginnModel`;
+``load_bundle(name_or_path)`` returns the model with its tokenizer and prompt template, ready for tracing.
+``path`` may also be the name of a model shipped in ``data/models/``.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Union
+
+import torch
+
+from ..errors import LoopLensError, ModelFormatError
+from .checkpoint import checkpoint_hash, load_checkpoint, parse_config, read_config, save_checkpoint
+from .huginn import HuginnConfig, HuginnModel
+from .prompting import (BUILTIN_TEMPLATES, HUGINN_CHAT, LETTERS, PLAIN, OptionTokens, PromptTemplate,
+                        resolve_option_tokens, template_for)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODELS_DIR = REPO_ROOT / "data" / "models"
+ROOTS_ENV = "LOOPLENS_MODEL_ROOTS"
+
+__all__ = [
+    "HuginnConfig", "HuginnModel", "LoadedModel", "OptionTokens", "PromptTemplate", "HUGINN_CHAT", "PLAIN",
+    "BUILTIN_TEMPLATES", "LETTERS", "load_model", "load_bundle", "load_tokenizer", "resolve_model_path",
+    "shipped_models", "default_model_name", "save_checkpoint", "parse_config", "resolve_option_tokens",
+    "template_for", "parse_dtype",
+]
+
+
+def shipped_models() -> List[str]:
+    """Names of the models shipped in data/models (sorted; the first is the default)."""
+    if not MODELS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def default_model_name() -> Optional[str]:
+    names = shipped_models()
+    return names[0] if names else None
+
+
+def allowed_roots() -> Optional[List[Path]]:
+    """Directories local checkpoints must live under, from $LOOPLENS_MODEL_ROOTS (os.pathsep-separated)."""
+    raw = os.environ.get(ROOTS_ENV, "").strip()
+    if not raw:
+        return None
+    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def resolve_model_path(name_or_path: Union[str, Path]) -> Path:
+    """A shipped model's name, or a checkpoint directory (restricted to $LOOPLENS_MODEL_ROOTS when set)."""
+    s = str(name_or_path).strip()
+    if not s:
+        raise ModelFormatError("no model given: pass a shipped model name or a checkpoint directory")
+    if s in shipped_models():
+        return MODELS_DIR / s
+    p = Path(s).expanduser()
+    roots = allowed_roots()
+    if roots is not None:
+        rp = p.resolve()
+        if not any(rp == r or r in rp.parents for r in roots):
+            raise ModelFormatError(
+                f"{s}: model directories are restricted to {', '.join(map(str, roots))} (${ROOTS_ENV})"
+            )
+    if p.is_dir():
+        return p
+    names = shipped_models()
+    shipped = f"shipped models: {', '.join(names)}" if names else "no model is shipped in data/models"
+    raise ModelFormatError(f"model {s!r} not found: not a directory and not a shipped model ({shipped})")
+
+
+def parse_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise LoopLensError(f"unknown dtype {dtype!r}: use one of float32, bfloat16, float16")
+    return table[dtype]
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_dtype_works(dtype_name: str) -> bool:
+    """Probe a half-precision matmul in a subprocess: on some CPUs (AMX) bfloat16 kills the process (SIGILL)."""
+    code = (f"import torch; a = torch.randn(64, 64, dtype=torch.{dtype_name}); "
+            "b = torch.nn.functional.linear(a, a); print(float(b.float().sum()))")
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, env=os.environ.copy())
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def check_device_dtype(device: Union[str, torch.device], dtype: torch.dtype) -> None:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LoopLensError("CUDA was requested but no GPU is available: use device 'cpu'")
+    if dev.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+        name = str(dtype).replace("torch.", "")
+        if not _cpu_dtype_works(name):
+            raise LoopLensError(
+                f"{name} matrix multiplication crashes on this CPU (oneDNN picks kernels the machine does not "
+                "allow). Use float32 on the CPU, or start with ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 set."
+            )
+
+
+def load_model(path, device="cpu", dtype=torch.float32) -> HuginnModel:
+    """Load a Huginn-format checkpoint directory (or a shipped model's name) into our own module."""
+    dtype = parse_dtype(dtype)
+    check_device_dtype(device, dtype)
+    return load_checkpoint(resolve_model_path(path), device=device, dtype=dtype)
+
+
+def load_tokenizer(path):
+    """The checkpoint's ``tokenizer.json`` through transformers' fast tokenizer (no remote code)."""
+    path = Path(path)
+    tok_file = path / "tokenizer.json"
+    if not tok_file.is_file():
+        raise ModelFormatError(
+            f"no tokenizer.json in {path}: tracing a question needs the model's tokenizer next to its weights"
+        )
+    from transformers import PreTrainedTokenizerFast
+
+    try:
+        return PreTrainedTokenizerFast(tokenizer_file=str(tok_file))
+    except Exception as exc:
+        raise ModelFormatError(f"{tok_file} could not be loaded as a tokenizer: {exc}") from None
+
+
+@dataclass
+class LoadedModel:
+    """A model with everything tracing needs."""
+
+    model: HuginnModel
+    tokenizer: object
+    template: PromptTemplate
+    name: str
+    path: Path
+    checkpoint_hash: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def max_steps(self) -> int:
+        from ..trace import MAX_STEPS
+
+        return MAX_STEPS
+
+
+def load_bundle(name_or_path, device="cpu", dtype=torch.float32) -> LoadedModel:
+    path = resolve_model_path(name_or_path)
+    model = load_model(path, device=device, dtype=dtype)
+    tokenizer = load_tokenizer(path)
+    template = template_for(path, tokenizer)
+    name = path.name if path.parent.resolve() == MODELS_DIR.resolve() else str(path)
+    return LoadedModel(model=model, tokenizer=tokenizer, template=template, name=name, path=path,
+                       checkpoint_hash=checkpoint_hash(path))

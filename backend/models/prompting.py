@@ -1,0 +1,154 @@
+"""Prompt templates (data, not code) and option-token resolution.
+
+A template is a small JSON object, shown and editable in the UI:
+
+``prompt``            the whole prompt text with ``{question}`` and ``{options}`` placeholders; special tokens are
+                      written as text (``<|begin_text|>``) and become special tokens when encoded.
+``option_format``     one option line, with ``{letter}`` and ``{option}``.
+``option_separator``  what joins the option lines.
+``readout``           ``"letter"``: the belief of option i is the mass of every single-token spelling of its
+                      letter (``"A"``, ``" A"``); ``"option"``: the mass of the option text's first token (for models
+                      that answer with the option itself).
+``option_prefix``     with ``readout="option"``: text put before an option when finding its first token (e.g. " ").
+"""
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Sequence
+
+from ..errors import LoopLensError, UsageError
+
+LETTERS = string.ascii_uppercase[:10]
+TEMPLATE_FILE = "prompt_template.json"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    prompt: str
+    option_format: str = "{letter}) {option}"
+    option_separator: str = "\n"
+    readout: str = "letter"
+    option_prefix: str = " "
+    notes: str = ""
+
+    def __post_init__(self):
+        if self.readout not in ("letter", "option"):
+            raise UsageError(f"template {self.name!r}: readout must be 'letter' or 'option', got {self.readout!r}")
+        for ph in ("{question}", "{options}"):
+            if ph not in self.prompt:
+                raise UsageError(f"template {self.name!r}: the prompt must contain the placeholder {ph}")
+
+    def render(self, question: str, options: Sequence[str]) -> str:
+        lines = [self.option_format.format(letter=LETTERS[i], option=o) for i, o in enumerate(options)]
+        # str.replace rather than format(): questions may contain braces.
+        return self.prompt.replace("{options}", self.option_separator.join(lines)).replace("{question}", question)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PromptTemplate":
+        if not isinstance(d, dict):
+            raise UsageError("a prompt template must be a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise UsageError(f"prompt template: unknown field(s) {', '.join(sorted(unknown))}")
+        if "prompt" not in d:
+            raise UsageError("prompt template: missing field 'prompt'")
+        return cls(**{"name": "custom", **d})
+
+    @classmethod
+    def from_json(cls, text: str) -> "PromptTemplate":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"prompt template is not valid JSON: {exc}") from None
+
+
+HUGINN_CHAT = PromptTemplate(
+    name="huginn-chat",
+    prompt=(
+        "<|begin_text|><|begin_header|>user<|end_header|>\n\n"
+        "{question}\n\n{options}\n\nAnswer with the letter of the correct option."
+        "<|end_turn|><|begin_header|>Huginn<|end_header|>\n\nThe correct answer is"
+    ),
+    option_format="{letter}) {option}",
+    readout="letter",
+    notes="Huginn-0125 chat format; the assistant turn is pre-filled with an answer lead-in.",
+)
+
+PLAIN = PromptTemplate(
+    name="plain",
+    prompt="Question: {question}\n{options}\nAnswer:",
+    readout="letter",
+    notes="Plain completion format for base models without a chat template.",
+)
+
+BUILTIN_TEMPLATES = {t.name: t for t in (HUGINN_CHAT, PLAIN)}
+
+
+def template_for(model_dir: Path, tokenizer=None) -> PromptTemplate:
+    """The model's own template (``prompt_template.json``), else Huginn chat if its special tokens exist."""
+    f = Path(model_dir) / TEMPLATE_FILE
+    if f.is_file():
+        try:
+            return PromptTemplate.from_dict(json.loads(f.read_text()))
+        except (json.JSONDecodeError, UsageError) as exc:
+            raise LoopLensError(f"{f}: invalid prompt template: {exc}") from None
+    if tokenizer is not None and "<|begin_header|>" in tokenizer.get_vocab():
+        return HUGINN_CHAT
+    return PLAIN
+
+
+@dataclass
+class OptionTokens:
+    """Token ids whose probability mass counts for each option (in the order shown)."""
+
+    ids: List[List[int]]
+    labels: List[str] = field(default_factory=list)  # human-readable spellings, for the UI
+
+
+def resolve_option_tokens(tokenizer, template: PromptTemplate, options: Sequence[str]) -> OptionTokens:
+    ids: List[List[int]] = []
+    labels: List[str] = []
+    if template.readout == "letter":
+        for i in range(len(options)):
+            letter = LETTERS[i]
+            found = []
+            for spelling in (letter, " " + letter):
+                toks = tokenizer.encode(spelling, add_special_tokens=False)
+                if len(toks) == 1 and toks[0] not in found:
+                    found.append(toks[0])
+            if not found:
+                raise LoopLensError(
+                    f"the tokenizer has no single token for the option letter {letter!r}: "
+                    "use a template with readout 'option'"
+                )
+            ids.append(found)
+            labels.append(" / ".join(repr(tokenizer.decode([t])) for t in found))
+        return OptionTokens(ids, labels)
+    seen = {}
+    for i, opt in enumerate(options):
+        toks = tokenizer.encode(template.option_prefix + opt, add_special_tokens=False)
+        if not toks:
+            raise UsageError(f"option {LETTERS[i]} ({opt!r}) encodes to no tokens")
+        first = toks[0]
+        if first in seen:
+            j = seen[first]
+            raise UsageError(
+                f"options {LETTERS[j]} ({options[j]!r}) and {LETTERS[i]} ({opt!r}) start with the same token "
+                f"{tokenizer.decode([first])!r}; this model reads its answer from the option's first token, "
+                "so they cannot be told apart: reword one of them"
+            )
+        seen[first] = i
+        ids.append([first])
+        labels.append(repr(tokenizer.decode([first])))
+    return OptionTokens(ids, labels)

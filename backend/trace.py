@@ -1,0 +1,344 @@
+"""Tracing: run a looped model on multiple-choice questions and record its belief after every recurrent step.
+
+:class:`Trace` is the one data object per traced run that every plot, metric and export reads.  One forward per
+batch: the prelude runs once, the core K times, and each step is read out as it is computed (never a re-run per
+step).  Many instances (permutations, seeds, items) run as one left-padded batch with an attention mask and give
+the same numbers as each run alone.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .errors import LoopLensError, PromptTooLongError, UsageError
+from .items import Item
+from .metrics import TrajectoryMetrics, analyze_trajectory
+from .models import LoadedModel, PromptTemplate, resolve_option_tokens
+
+MIN_STEPS, MAX_STEPS, DEFAULT_STEPS = 1, 256, 30
+TOP_K = 10
+SCHEMA = "looplens.trace/1"
+# Instances per forward: bounded by the activations of one batch (B x S x E floats, a few copies live at once).
+ACTIVATION_BUDGET = 2**28  # elements, ~1 GiB in float32
+
+
+class NumericalError(LoopLensError):
+    """The model produced NaN/inf; ``partial`` holds the traces up to the last finite step."""
+
+    def __init__(self, message: str, partial: List["Trace"]):
+        super().__init__(message)
+        self.partial = partial
+
+
+def check_steps(steps) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise UsageError(f"steps must be a whole number, got {steps!r}")
+    if not MIN_STEPS <= int(steps) <= MAX_STEPS:
+        raise UsageError(f"steps must be between {MIN_STEPS} and {MAX_STEPS}, got {steps}")
+    return int(steps)
+
+
+@dataclass
+class Trace:
+    """Everything recorded for one instance (item x variant x permutation x seed) over K recurrent steps."""
+
+    model: str
+    checkpoint_hash: str
+    question: str
+    options: List[str]  # in the order shown to the model
+    correct: Optional[int]  # index in that order, or None (no correct option)
+    steps: int
+    seed: Optional[int]
+    init_scale: float
+    template: dict
+    prompt: str
+    prompt_ids: List[int]
+    option_token_ids: List[List[int]]
+    raw_mass: np.ndarray  # [K, n] probability of each option's tokens in the full-vocabulary softmax
+    probs: np.ndarray  # [K, n] belief: raw_mass renormalised over the options
+    top_ids: np.ndarray  # [K, top_k] most probable tokens of the full distribution
+    top_probs: np.ndarray  # [K, top_k]
+    top_tokens: List[List[str]]  # decoded top_ids
+    hidden_last: np.ndarray  # [K, E] float16, latent state s_t at the last position
+    hidden_all: Optional[np.ndarray] = None  # [K, S, E] float16, every prompt position (on request)
+    item_id: Optional[str] = None
+    domain: Optional[str] = None
+    variant: Optional[str] = None
+    permutation: int = 0
+    order: List[int] = field(default_factory=list)  # shown option i = original option order[i]
+    option_labels: List[str] = field(default_factory=list)
+    _metrics: Optional[TrajectoryMetrics] = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_options(self) -> int:
+        return len(self.options)
+
+    @property
+    def letter_mass(self) -> np.ndarray:
+        """Total mass of all option tokens per step (low = the step is not yet 'answering')."""
+        return self.raw_mass.sum(axis=1)
+
+    @property
+    def metrics(self) -> TrajectoryMetrics:
+        """Metrics with the default thresholds (cached); call :meth:`analyze` for other thresholds."""
+        if self._metrics is None:
+            self._metrics = analyze_trajectory(self.probs, self.correct)
+        return self._metrics
+
+    def analyze(self, **params) -> TrajectoryMetrics:
+        return analyze_trajectory(self.probs, self.correct, **params)
+
+    def truncated(self, steps: int) -> "Trace":
+        """The same run seen up to ``steps`` (for live display while a run is under way)."""
+        k = steps
+        return Trace(**{**self._fields(), "steps": k, "raw_mass": self.raw_mass[:k], "probs": self.probs[:k],
+                        "top_ids": self.top_ids[:k], "top_probs": self.top_probs[:k],
+                        "top_tokens": self.top_tokens[:k], "hidden_last": self.hidden_last[:k],
+                        "hidden_all": None if self.hidden_all is None else self.hidden_all[:k]})
+
+    def _fields(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "_metrics"}
+
+    # ------------------------------------------------------------------ export
+    def to_dict(self, include_hidden: bool = False) -> dict:
+        d = {"schema": SCHEMA}
+        for k, v in self._fields().items():
+            if k in ("hidden_last", "hidden_all"):
+                continue
+            d[k] = v.tolist() if isinstance(v, np.ndarray) else v
+        d["letter_mass"] = self.letter_mass.tolist()
+        d["metrics"] = self.metrics.summary()
+        d["metrics"]["entropy"] = self.metrics.entropy.tolist()
+        d["metrics"]["kl"] = self.metrics.kl.tolist()
+        if include_hidden:
+            d["hidden_last"] = self.hidden_last.astype(np.float32).tolist()
+        return d
+
+    def to_json(self, include_hidden: bool = False) -> str:
+        return json.dumps(self.to_dict(include_hidden))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Trace":
+        if d.get("schema") != SCHEMA:
+            raise UsageError(f"not a LoopLens trace (schema {d.get('schema')!r}, expected {SCHEMA!r})")
+        kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k not in ("_metrics",)}
+        for k in ("raw_mass", "probs", "top_probs"):
+            kw[k] = np.asarray(kw[k], dtype=np.float64)
+        kw["top_ids"] = np.asarray(kw["top_ids"], dtype=np.int64)
+        hl = d.get("hidden_last")
+        kw["hidden_last"] = np.asarray(hl, dtype=np.float16) if hl is not None else np.zeros((kw["steps"], 0), np.float16)
+        kw["hidden_all"] = None
+        return cls(**kw)
+
+    def to_frame(self):
+        """One row per (step, option): belief, raw mass, argmax, plus run parameters (for CSV export)."""
+        import pandas as pd
+
+        m = self.metrics
+        rows = []
+        for t in range(self.steps):
+            for i, opt in enumerate(self.options):
+                rows.append({
+                    "step": t + 1, "option_index": i, "letter": "ABCDEFGHIJ"[i], "option": opt,
+                    "belief": float(self.probs[t, i]), "raw_mass": float(self.raw_mass[t, i]),
+                    "is_argmax": int(m.argmax[t]) == i, "is_correct_option": self.correct == i,
+                    "entropy": float(m.entropy[t]), "kl_to_prev": float(m.kl[t - 1]) if t > 0 else np.nan,
+                })
+        df = pd.DataFrame(rows)
+        for k in ("model", "checkpoint_hash", "item_id", "variant", "permutation", "seed", "init_scale", "steps"):
+            df[k] = getattr(self, k)
+        df["question"] = self.question
+        return df
+
+
+def convergence_map(hidden_all: np.ndarray) -> np.ndarray:
+    """Relative distance of each position's state to its final state per step: [K, S] (the Huginn authors' view)."""
+    h = np.asarray(hidden_all, dtype=np.float32)
+    final = h[-1]
+    return np.linalg.norm(h - final[None], axis=-1) / (np.linalg.norm(final, axis=-1)[None] + 1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- tracing
+@dataclass
+class _Prepared:
+    item: Item
+    prompt: str
+    ids: List[int]
+    option_tokens: List[List[int]]
+    labels: List[str]
+    seed: Optional[int]
+
+
+def _resolve_seeds(n: int, seeds, init_scale: float) -> List[Optional[int]]:
+    if seeds is None:
+        if init_scale == 0.0:
+            return [None] * n
+        return [secrets.randbelow(2**31 - 1) for _ in range(n)]
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        return [int(seeds)] * n
+    seeds = list(seeds)
+    if len(seeds) != n:
+        raise UsageError(f"got {len(seeds)} seeds for {n} instances")
+    return [None if s is None else int(s) for s in seeds]
+
+
+def prepare(bundle: LoadedModel, item: Item, template: PromptTemplate, seed: Optional[int]) -> _Prepared:
+    prompt = template.render(item.question, item.options)
+    ids = bundle.tokenizer.encode(prompt, add_special_tokens=False)
+    if not ids:
+        raise UsageError("the prompt encodes to no tokens")
+    limit = bundle.model.config.block_size
+    if len(ids) > limit:
+        raise PromptTooLongError(
+            f"the prompt has {len(ids)} tokens but {bundle.name} reads at most {limit}: shorten the question or options"
+        )
+    ot = resolve_option_tokens(bundle.tokenizer, template, item.options)
+    return _Prepared(item, prompt, ids, ot.ids, ot.labels, seed)
+
+
+def default_batch_size(bundle: LoadedModel, seq_len: int) -> int:
+    cfg = bundle.model.config
+    per_row = seq_len * max(cfg.n_embd * 8, cfg.intermediate_size * 4)
+    return int(max(1, min(256, ACTIVATION_BUDGET // max(per_row, 1))))
+
+
+def trace_items(
+    bundle: LoadedModel,
+    items: Sequence[Item],
+    steps: int = DEFAULT_STEPS,
+    *,
+    seeds: Union[None, int, Sequence[Optional[int]]] = None,
+    init_scale: float = 1.0,
+    template: Optional[PromptTemplate] = None,
+    top_k: int = TOP_K,
+    keep_all_states: bool = False,
+    batch_size: Optional[int] = None,
+    on_step: Optional[Callable[[int, List["Trace"]], None]] = None,
+) -> List[Trace]:
+    """Trace every item for ``steps`` recurrent steps; returns one :class:`Trace` per item, in order.
+
+    ``seeds``: None (a fresh recorded seed per instance when ``init_scale > 0``), one int for all, or one per
+    item.  ``on_step(t, traces_so_far)`` is called after each step of each batch (live display, progress).
+    """
+    steps = check_steps(steps)
+    if not np.isfinite(init_scale) or init_scale < 0:
+        raise UsageError(f"init_scale must be a finite number >= 0, got {init_scale}")
+    items = list(items)
+    if not items:
+        return []
+    template = template or bundle.template
+    seed_list = _resolve_seeds(len(items), seeds, init_scale)
+    prepared = [prepare(bundle, it, template, s) for it, s in zip(items, seed_list)]
+    maxlen = max(len(p.ids) for p in prepared)
+    bs = batch_size or default_batch_size(bundle, maxlen)
+    out: List[Trace] = []
+    for start in range(0, len(prepared), bs):
+        chunk = prepared[start:start + bs]
+        done = list(out)
+
+        def report(t, partial, done=done):
+            on_step(t, done + partial)
+
+        out.extend(_trace_batch(bundle, chunk, steps, init_scale, template, top_k, keep_all_states,
+                                report if on_step is not None else None))
+    return out
+
+
+def _trace_batch(bundle, chunk: List[_Prepared], steps, init_scale, template, top_k, keep_all_states, report):
+    model = bundle.model
+    tok = bundle.tokenizer
+    B = len(chunk)
+    S = max(len(p.ids) for p in chunk)
+    pad_id = 0
+    ids = torch.full((B, S), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, S), dtype=torch.bool)
+    for i, p in enumerate(chunk):
+        ids[i, S - len(p.ids):] = torch.tensor(p.ids)
+        mask[i, S - len(p.ids):] = True
+    padded = not bool(mask.all())
+    n_opts = [len(p.option_tokens) for p in chunk]
+    E = model.config.n_embd
+    raw = [np.zeros((steps, n), np.float64) for n in n_opts]
+    belief = [np.zeros((steps, n), np.float64) for n in n_opts]
+    k = min(top_k, model.config.vocab_size)
+    top_ids = np.zeros((B, steps, k), np.int64)
+    top_p = np.zeros((B, steps, k), np.float64)
+    hidden_last = np.zeros((B, steps, E), np.float16)
+    hidden_all = [np.zeros((steps, len(p.ids), E), np.float16) for p in chunk] if keep_all_states else None
+    # Gather index for the option tokens of every row: [B, max tokens per option summed].
+    seeds = [p.seed if p.seed is not None else 0 for p in chunk]
+    last_t = 0
+    decoded: Dict[int, str] = {}
+
+    def decode_rows(rows) -> List[List[str]]:
+        new = sorted({int(t) for t in np.unique(rows)} - decoded.keys())
+        if new:
+            decoded.update(zip(new, tok.batch_decode([[t] for t in new])))
+        return [[decoded[int(t)] for t in row] for row in rows]
+
+    def build(upto: int) -> List[Trace]:
+        res = []
+        for i, p in enumerate(chunk):
+            it = p.item
+            res.append(Trace(
+                model=bundle.name, checkpoint_hash=bundle.checkpoint_hash, question=it.question,
+                options=list(it.options), correct=it.correct, steps=upto, seed=p.seed, init_scale=float(init_scale),
+                template=template.to_dict(), prompt=p.prompt, prompt_ids=list(p.ids),
+                option_token_ids=[list(x) for x in p.option_tokens], raw_mass=raw[i][:upto], probs=belief[i][:upto],
+                top_ids=top_ids[i, :upto], top_probs=top_p[i, :upto],
+                top_tokens=decode_rows(top_ids[i, :upto]),
+                hidden_last=hidden_last[i, :upto],
+                hidden_all=None if hidden_all is None else hidden_all[i][:upto],
+                item_id=it.id, domain=it.domain, variant=it.variant, permutation=it.permutation,
+                order=list(it.order), option_labels=list(p.labels),
+            ))
+        return res
+
+    for out in model.iterate_steps(ids, steps, init_scale=init_scale, seed=seeds,
+                                   attention_mask=mask if padded else None):
+        t = out.step
+        lp = out.logprobs  # [B, V] float32
+        if not torch.isfinite(lp).all():
+            bad = [chunk[i].item.id or f"#{i}" for i in range(B) if not torch.isfinite(lp[i]).all()]
+            raise NumericalError(
+                f"the model produced NaN/inf at step {t} (instances {', '.join(map(str, bad[:5]))}); the steps "
+                f"before it are kept. Try float32, a smaller init scale, or fewer steps.",
+                build(last_t),
+            )
+        probs = lp.exp()
+        tp, ti = probs.topk(k, dim=-1)
+        top_ids[:, t - 1] = ti.cpu().numpy()
+        top_p[:, t - 1] = tp.double().cpu().numpy()
+        pn = probs.double().cpu().numpy()
+        for i, p in enumerate(chunk):
+            masses = np.array([pn[i, toks].sum() for toks in p.option_tokens])
+            raw[i][t - 1] = masses
+            total = masses.sum()
+            belief[i][t - 1] = masses / total if total > 0 else np.full(len(masses), 1.0 / len(masses))
+        st = out.state
+        hidden_last[:, t - 1] = st[:, -1].to(torch.float16).cpu().numpy()
+        if hidden_all is not None:
+            for i, p in enumerate(chunk):
+                hidden_all[i][t - 1] = st[i, S - len(p.ids):].to(torch.float16).cpu().numpy()
+        last_t = t
+        if report is not None:
+            report(t, build(t))
+    return build(steps)
+
+
+def trace_question(
+    bundle: LoadedModel,
+    question: str,
+    options: Sequence[str],
+    correct: Optional[int] = None,
+    steps: int = DEFAULT_STEPS,
+    **kwargs,
+) -> Trace:
+    """Trace one free-form question (validated: 2-10 distinct non-empty options, correct index in range)."""
+    item = Item(question, tuple(options), correct)
+    return trace_items(bundle, [item], steps, **kwargs)[0]
