@@ -1,0 +1,97 @@
+"""`python -m backend trace`: JSON output, readable summary, and one-line errors without tracebacks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+ITEM = {"id": "geo-1", "domain": "factual", "question": "What is the capital of Australia?", "answer": "Canberra",
+        "distractors": ["Sydney", "Melbourne", "Perth"], "easy_distractors": ["Banana", "Violin", "Thursday"],
+        "nca_distractor": "Brisbane"}
+
+
+def run(*args):
+    r = subprocess.run([sys.executable, "-m", "backend", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    f = tmp_path_factory.mktemp("bench") / "b.jsonl"
+    f.write_text(json.dumps(ITEM) + "\n")
+    return f
+
+
+def test_trace_question_json(tiny_dir):
+    code, out, err = run("trace", "--model", tiny_dir, "--question", "Capital of France?", "--option", "Paris",
+                         "--option", "London", "--option", "Berlin", "--answer", "0", "--steps", "6", "--seed", "4",
+                         "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["options"] == ["Paris", "London", "Berlin"] and d["correct"] == 0 and d["seed"] == 4
+    assert len(d["probs"]) == 6 and all(abs(sum(r) - 1) < 1e-9 for r in d["probs"])
+    for k in ("final_answer", "exploration_end", "backtracked"):
+        assert k in d
+
+
+def test_trace_benchmark_item_variant_permutation(tiny_dir, bench):
+    code, out, err = run("trace", "--model", tiny_dir, "--benchmark", bench, "--item", "geo-1", "--variant", "nca",
+                         "--permutation", "5", "--steps", "4", "--seed", "1", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["correct"] is None and sorted(d["options"]) == sorted(["Brisbane", "Sydney", "Melbourne", "Perth"])
+    assert d["permutation"] == 5 and d["variant"] == "nca" and d["item_id"] == "geo-1"
+
+
+def test_trace_readable_summary(tiny_dir):
+    code, out, err = run("trace", "--model", tiny_dir, "--question", "Q?", "--option", "yes", "--option", "no",
+                         "--steps", "3", "--init-scale", "0")
+    assert code == 0, err
+    assert "final answer:" in out and "exploration:" in out and "backtracked:" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--question", "", "--option", "a", "--option", "b"], "question is empty"),
+    (["--question", "Q?", "--option", "a", "--option", " "], "option 2 is empty"),
+    (["--question", "Q?", "--option", "a", "--option", "A"], "same"),
+    (["--question", "Q?", "--option", "a"], "2 to 10 options"),
+    (["--question", "Q?"] + sum([["--option", str(i)] for i in range(11)], []), "2 to 10 options"),
+    (["--question", "Q?", "--option", "a", "--option", "b", "--answer", "2"], "out of range"),
+    (["--question", "Q?", "--option", "a", "--option", "b", "--steps", "0"], "steps must be between 1 and 256"),
+    (["--question", "Q?", "--option", "a", "--option", "b", "--steps", "257"], "steps must be between"),
+    (["--question", "Q?", "--option", "a", "--option", "b", "--steps", "x"], "invalid int value"),
+    ([], "give --question"),
+])
+def test_usage_errors_exit_2_one_line(tiny_dir, args, needle):
+    code, out, err = run("trace", "--model", tiny_dir, *args)
+    assert code == 2
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_benchmark_and_item(tiny_dir, bench, tmp_path):
+    code, _, err = run("trace", "--model", tiny_dir, "--benchmark", tmp_path / "no.jsonl", "--item", "x")
+    assert code == 2 and "not found" in err and "Traceback" not in err
+    code, _, err = run("trace", "--model", tiny_dir, "--benchmark", bench, "--item", "nope")
+    assert code == 2 and "no item with id 'nope'" in err
+
+
+def test_model_problems_exit_nonzero_with_message(tmp_path, tiny_dir):
+    q = ["--question", "Q?", "--option", "a", "--option", "b", "--steps", "2"]
+    code, _, err = run("trace", "--model", tmp_path / "missing", *q)
+    assert code == 1 and "not found" in err and "Traceback" not in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    code, _, err = run("trace", "--model", bad, *q)
+    assert code == 1 and "unsupported model format" in err and "Traceback" not in err
+    noweights = tmp_path / "noweights"
+    noweights.mkdir()
+    (noweights / "config.json").write_text((tiny_dir / "config.json").read_text())
+    code, _, err = run("trace", "--model", noweights, *q)
+    assert code == 1 and "no weights" in err and "Traceback" not in err
+    code, _, err = run("trace", "--model", tiny_dir, "--question", "word " * 3000, "--option", "a", "--option", "b")
+    assert code == 1 and "tokens" in err and "Traceback" not in err
