@@ -43,7 +43,14 @@ def _add_trace(sub):
 def _add_validate(sub):
     p = sub.add_parser("validate", help="check a benchmark JSONL file; exit 0 only when clean")
     p.add_argument("file")
-    p.set_defaults(func=lambda a: __import__("backend.validate", fromlist=["main"]).main(a.file))
+    p.add_argument("--strict", action="store_true", help="also refuse domains outside the paper's five")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(a) -> int:
+    from .validate import main as validate_main
+
+    return validate_main(a.file, strict=a.strict)
 
 
 def build_parser() -> argparse.ArgumentParser:
