@@ -270,7 +270,17 @@ def _trace_batch(bundle, chunk: List[_Prepared], steps, init_scale, template, to
     top_p = np.zeros((B, steps, k), np.float64)
     hidden_last = np.zeros((B, steps, E), np.float16)
     hidden_all = [np.zeros((steps, len(p.ids), E), np.float16) for p in chunk] if keep_all_states else None
-    # Gather index for the option tokens of every row: [B, max tokens per option summed].
+    # Gather index for the option tokens of every row: [B, options, spellings], with a mask for the padding.
+    n_max = max(n_opts)
+    m_max = max(len(toks) for p in chunk for toks in p.option_tokens)
+    opt_idx = torch.zeros((B, n_max, m_max), dtype=torch.long)
+    opt_mask = torch.zeros((B, n_max, m_max), dtype=torch.float64)
+    for i, p in enumerate(chunk):
+        for j, toks in enumerate(p.option_tokens):
+            opt_idx[i, j, :len(toks)] = torch.tensor(toks)
+            opt_mask[i, j, :len(toks)] = 1.0
+    opt_idx = opt_idx.to(model.device)
+    opt_mask = opt_mask.to(model.device)
     seeds = [p.seed if p.seed is not None else 0 for p in chunk]
     last_t = 0
     decoded: Dict[int, str] = {}
@@ -314,12 +324,13 @@ def _trace_batch(bundle, chunk: List[_Prepared], steps, init_scale, template, to
         tp, ti = probs.topk(k, dim=-1)
         top_ids[:, t - 1] = ti.cpu().numpy()
         top_p[:, t - 1] = tp.double().cpu().numpy()
-        pn = probs.double().cpu().numpy()
-        for i, p in enumerate(chunk):
-            masses = np.array([pn[i, toks].sum() for toks in p.option_tokens])
+        gathered = probs.gather(1, opt_idx.view(B, -1)).view(B, n_max, m_max).double()
+        masses_all = (gathered * opt_mask).sum(-1).cpu().numpy()  # [B, n_max]
+        for i, n in enumerate(n_opts):
+            masses = masses_all[i, :n]
             raw[i][t - 1] = masses
             total = masses.sum()
-            belief[i][t - 1] = masses / total if total > 0 else np.full(len(masses), 1.0 / len(masses))
+            belief[i][t - 1] = masses / total if total > 0 else np.full(n, 1.0 / n)
         st = out.state
         hidden_last[:, t - 1] = st[:, -1].to(torch.float16).cpu().numpy()
         if hidden_all is not None:
