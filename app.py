@@ -1,0 +1,67 @@
+"""LoopLens: watch a looped (recurrent-depth) language model think.  ``streamlit run app.py``
+
+This file is the navigation and the shared sidebar (model, steps, seed, init scale); the pages are in pages/.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+st.set_page_config(page_title="LoopLens", page_icon=":material/all_inclusive:", layout="wide")
+
+from backend import dashboard as dash  # noqa: E402
+from backend.trace import MAX_STEPS, MIN_STEPS  # noqa: E402
+from pages import common  # noqa: E402
+
+# Page widgets whose values survive switching pages (Streamlit drops the state of widgets not drawn in a run).
+PERSISTENT = ("model_choice", "model_dir", "steps", "seed", "init", "source", "bench", "item", "variant", "perm",
+              "q", "opts", "ans", "domains", "search", "n_seeds", "n_perms")
+
+ss = st.session_state
+if "_looplens_init" not in ss:
+    ss["_looplens_init"] = True
+    view, problems = dash.parse_query(st.query_params.to_dict())
+    ss["_link_problems"] = problems
+    choices = dash.model_choices()
+    model = view.model or dash.default_model()
+    if model and model not in choices:
+        ss["model_choice"], ss["model_dir"] = common.LOCAL_DIR, model
+    elif model:
+        ss["model_choice"] = model
+    ss["steps"], ss["seed"], ss["init"] = view.steps, view.seed, view.init
+    for k in ("bench", "item", "q", "opts", "ans"):
+        if getattr(view, k) is not None:
+            ss[k] = getattr(view, k)
+    ss["variant"], ss["perm"] = view.variant, view.perm
+    if view.q or view.opts:
+        ss["source"] = "Your question"
+    common.warm_up_umap()
+else:
+    for k in PERSISTENT:
+        if k in ss:
+            ss[k] = ss[k]
+
+with st.sidebar:
+    st.markdown("### LoopLens")
+    choices = dash.model_choices()
+    options = choices + [common.LOCAL_DIR]
+    if ss.get("model_choice") not in options:
+        ss["model_choice"] = options[0]
+    st.selectbox("Model", options, key="model_choice",
+                 help="A model shipped in data/models, or a Huginn-format checkpoint directory on this machine.")
+    if ss["model_choice"] == common.LOCAL_DIR:
+        st.text_input("Checkpoint directory", key="model_dir", placeholder="/path/to/checkpoint",
+                      help="config.json + model.safetensors (or shards) + tokenizer.json. May be restricted to "
+                           "$LOOPLENS_MODEL_ROOTS.")
+    st.number_input("Recurrent steps", MIN_STEPS, MAX_STEPS, step=1, key="steps")
+    st.number_input("Seed of the initial state", 0, 2**31 - 1, step=1, key="seed")
+    st.number_input("Init scale (0 = zero initial state)", 0.0, 100.0, step=0.1, format="%.2f", key="init")
+    for msg in ss.get("_link_problems", []):
+        st.caption(f"⚠️ {msg}")
+
+pages = [
+    st.Page("pages/explore.py", title="Explore", icon=":material/search:", url_path="explore", default=True),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+    st.Page("pages/benchmark.py", title="Benchmark", icon=":material/bar_chart:", url_path="benchmark"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,485 @@
+"""Plotly figures for LoopLens: pure functions, data in, figure out (no Streamlit, no torch).
+
+Conventions every figure follows, so tests can assert on them:
+
+* one colour per option letter (``option_color(i)``), the same in every figure;
+* the correct option is marked in its legend name (``" ✓ correct"``) and drawn thicker;
+* belief figure: exactly one trace per option; commitments are ``layout.shapes`` named ``"commitment"``, the
+  exploration end is a shape named ``"exploration_end"``, each backtrack is an annotation named ``"backtrack"``
+  with text ``"A -> B"``;
+* steps on the x axis are 1-based, like every metric.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .metrics import KL_THRESHOLD, TrajectoryMetrics
+
+LETTERS = "ABCDEFGHIJ"
+# Plotly's D3 palette: 10 distinct colours, one per option letter.
+OPTION_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf"]
+VARIANT_COLORS = {"base": "#1f77b4", "easy": "#2ca02c", "nca": "#d62728"}
+VARIANT_NAMES = {"base": "Base", "easy": "Easy", "nca": "No correct answer"}
+# A small template (plotly_white's look): applying the full plotly_white template costs ~20 ms per figure.
+TEMPLATE = dict(layout=dict(
+    plot_bgcolor="white", paper_bgcolor="white", font=dict(color="#2a3f5f"),
+    xaxis=dict(gridcolor="#EBF0F8", zerolinecolor="#EBF0F8", linecolor="#EBF0F8", automargin=True),
+    yaxis=dict(gridcolor="#EBF0F8", zerolinecolor="#EBF0F8", linecolor="#EBF0F8", automargin=True),
+    colorway=OPTION_COLORS))
+LAYOUT = dict(template=TEMPLATE, margin=dict(l=55, r=20, t=45, b=40), height=420,
+              legend=dict(orientation="h", yanchor="top", y=-0.2, x=0, font=dict(size=11)),
+              hovermode="x unified")
+
+
+def option_color(i: int) -> str:
+    return OPTION_COLORS[i % len(OPTION_COLORS)]
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[k:k + 2], 16) for k in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _short(text: str, n: int = 28) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def option_name(i: int, option: str, correct: Optional[int]) -> str:
+    name = f"{LETTERS[i]}) {_short(option)}"
+    return name + " ✓ correct" if correct is not None and i == correct else name
+
+
+def vline(x, name: str, color: str = "black", dash: str = "dash", width: float = 2) -> dict:
+    return dict(type="line", xref="x", yref="paper", x0=x, x1=x, y0=0, y1=1, name=name,
+                line=dict(color=color, width=width, dash=dash))
+
+
+def hline(y, name: str, color: str = "gray", dash: str = "dash", width: float = 1.5) -> dict:
+    return dict(type="line", xref="paper", yref="y", x0=0, x1=1, y0=y, y1=y, name=name,
+                line=dict(color=color, width=width, dash=dash))
+
+
+def vrect(x0, x1, color: str, name: str, opacity: float = 0.12) -> dict:
+    return dict(type="rect", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1, fillcolor=color, opacity=opacity,
+                line=dict(width=0), layer="below", name=name)
+
+
+def line_label(y, text: str, name: str, color: str = "gray", yanchor: str = "bottom") -> dict:
+    return dict(xref="paper", yref="y", x=1, y=y, text=text, showarrow=False, xanchor="right", yanchor=yanchor,
+                font=dict(size=11, color=color), name=name)
+
+
+def _add(fig: go.Figure, shapes=(), annotations=()) -> None:
+    fig.update_layout(shapes=list(fig.layout.shapes) + list(shapes),
+                      annotations=list(fig.layout.annotations) + list(annotations))
+
+
+def _steps(n: int) -> np.ndarray:
+    return np.arange(1, n + 1)
+
+
+def _base_layout(fig: go.Figure, title: str, ytitle: str, xtitle: str = "recurrent step") -> go.Figure:
+    fig.update_layout(title=dict(text=title, font=dict(size=15), x=0.01, xanchor="left"), **LAYOUT)
+    fig.update_xaxes(title_text=xtitle)
+    fig.update_yaxes(title_text=ytitle)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- one instance
+def belief_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Optional[str] = None,
+                  upto: Optional[int] = None) -> go.Figure:
+    """Belief per option vs step: commitments shaded, exploration end marked, backtracks annotated ``a -> b``."""
+    m = metrics or trace.metrics
+    probs = np.asarray(trace.probs)
+    K, n = probs.shape
+    x = _steps(K)
+    fig = go.Figure()
+    for i in range(n):
+        is_c = trace.correct is not None and i == trace.correct
+        fig.add_trace(go.Scatter(
+            x=x, y=probs[:, i], mode="lines+markers", name=option_name(i, trace.options[i], trace.correct),
+            line=dict(color=option_color(i), width=4 if is_c else 2),
+            marker=dict(size=5, symbol="star" if is_c else "circle"),
+            hovertemplate=f"{LETTERS[i]}: %{{y:.3f}}<extra></extra>",
+        ))
+    _decorate_instance(fig, m, K)
+    fig.update_yaxes(range=[0, 1.12])
+    if upto is not None:
+        _add(fig, [vline(upto, "cursor", width=1, dash="dot")])
+    return _base_layout(fig, title or "Belief over the options", "belief (renormalised over options)")
+
+
+def _decorate_instance(fig: go.Figure, m: TrajectoryMetrics, K: int) -> None:
+    shapes, ann = [], []
+    for run in m.commitments:
+        shapes.append(vrect(run.start - 0.5, run.end + 0.5, option_color(run.option), "commitment"))
+    if m.exploration_end is not None:
+        shapes.append(vline(m.exploration_end, "exploration_end"))
+        ann.append(dict(x=m.exploration_end, y=1.09, xref="x", yref="y", showarrow=False, xanchor="left",
+                        text=f" exploration ends (step {m.exploration_end})", font=dict(size=11),
+                        name="exploration_label"))
+    else:
+        ann.append(dict(x=K, y=1.09, xref="x", yref="y", text="never converged", showarrow=False, xanchor="right",
+                        font=dict(size=11, color="#b00"), name="never_converged"))
+    for a, b in m.backtracks:
+        ann.append(dict(x=b.start, y=1.0, xref="x", yref="y", ax=(a.end + a.start) / 2, ay=1.0, axref="x", ayref="y",
+                        text=f"{LETTERS[a.option]} -> {LETTERS[b.option]}", showarrow=True, arrowhead=2,
+                        arrowcolor=option_color(b.option), font=dict(size=12, color=option_color(b.option)),
+                        bgcolor="rgba(255,255,255,0.8)", name="backtrack"))
+    _add(fig, shapes, ann)
+
+
+def mass_figure(trace, title: Optional[str] = None) -> go.Figure:
+    """Raw mass of each option's letter tokens in the full vocabulary, and their total (the 'answering' mass)."""
+    raw = np.asarray(trace.raw_mass)
+    K, n = raw.shape
+    x = _steps(K)
+    fig = go.Figure()
+    for i in range(n):
+        fig.add_trace(go.Scatter(x=x, y=raw[:, i], mode="lines", name=option_name(i, trace.options[i], trace.correct),
+                                 line=dict(color=option_color(i), width=2)))
+    fig.add_trace(go.Scatter(x=x, y=raw.sum(axis=1), mode="lines", name="total letter mass",
+                             line=dict(color="black", width=2, dash="dash")))
+    fig.update_yaxes(range=[0, 1.02])
+    return _base_layout(fig, title or "Raw option mass (full vocabulary)", "probability")
+
+
+def kl_figure(trace, threshold: float = KL_THRESHOLD, metrics: Optional[TrajectoryMetrics] = None,
+              title: Optional[str] = None) -> go.Figure:
+    """Step KL(p_{t+1} || p_t) at x = t on a log axis, with the convergence threshold line."""
+    m = metrics or trace.metrics
+    kl = np.maximum(np.asarray(m.kl, dtype=float), 1e-12)
+    fig = go.Figure(go.Scatter(x=_steps(len(kl)), y=kl, mode="lines+markers", name="KL(p[t+1] || p[t])",
+                               line=dict(color="#444", width=2), marker=dict(size=5)))
+    shapes = [hline(threshold, "threshold", color="#d62728")]
+    if m.exploration_end is not None:
+        shapes.append(vline(m.exploration_end, "exploration_end"))
+    ann = [dict(xref="paper", yref="y", x=1, y=np.log10(threshold), text=f"threshold {threshold:g}", showarrow=False,
+                xanchor="right", yanchor="bottom", font=dict(size=11, color="#d62728"), name="threshold_label")]
+    _add(fig, shapes, ann)
+    fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_layout(showlegend=False)
+    return _base_layout(fig, title or "Step KL divergence", "KL (nats, log scale)", "step t")
+
+
+def entropy_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Optional[str] = None) -> go.Figure:
+    m = metrics or trace.metrics
+    H = np.asarray(m.entropy)
+    fig = go.Figure(go.Scatter(x=_steps(len(H)), y=H, mode="lines+markers", name="entropy",
+                               line=dict(color="#9467bd", width=2), marker=dict(size=5)))
+    hmax = float(np.log(trace.n_options))
+    shapes = [hline(hmax, "max_entropy", dash="dot")]
+    if m.exploration_end is not None:
+        shapes.append(vline(m.exploration_end, "exploration_end"))
+    _add(fig, shapes, [line_label(hmax, f"uniform = log {trace.n_options}", "max_entropy_label", yanchor="top")])
+    fig.update_yaxes(range=[0, hmax * 1.08])
+    fig.update_layout(showlegend=False)
+    return _base_layout(fig, title or "Entropy of the belief", "entropy (nats)")
+
+
+def top_tokens_figure(trace, step: int) -> go.Figure:
+    """The most probable tokens of the full vocabulary at one step (1-based)."""
+    t = int(step) - 1
+    toks = [repr(s) for s in trace.top_tokens[t]]
+    probs = np.asarray(trace.top_probs[t], dtype=float)
+    option_ids = {tid: i for i, ids in enumerate(trace.option_token_ids) for tid in ids}
+    colors = [option_color(option_ids[int(tid)]) if int(tid) in option_ids else "#999"
+              for tid in trace.top_ids[t]]
+    fig = go.Figure(go.Bar(x=probs[::-1], y=toks[::-1], orientation="h", marker_color=colors[::-1],
+                           hovertemplate="%{y}: %{x:.4f}<extra></extra>"))
+    fig.update_layout(showlegend=False)
+    fig = _base_layout(fig, f"Top tokens of the full vocabulary at step {step}", "token", "probability")
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def animated_belief_figure(trace, title: Optional[str] = None, frame_ms: int = 350) -> go.Figure:
+    """Belief per option revealed step by step, with play/pause buttons and a step slider (client-side)."""
+    probs = np.asarray(trace.probs)
+    K, n = probs.shape
+    base = belief_figure(trace, title=title)
+    x = _steps(K)
+    for tr in base.data:  # start at step 1
+        tr.x, tr.y = tr.x[:1], tr.y[:1]
+    frames = []
+    for t in range(1, K + 1):
+        frames.append(go.Frame(name=str(t), data=[go.Scatter(x=x[:t], y=probs[:t, i]) for i in range(n)]))
+    base.frames = frames
+    base.update_xaxes(range=[0.5, K + 0.5])
+    play = dict(label="▶ play", method="animate",
+                args=[None, dict(frame=dict(duration=frame_ms, redraw=False), fromcurrent=True,
+                                 transition=dict(duration=0))])
+    pause = dict(label="❚❚ pause", method="animate",
+                 args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate",
+                                    transition=dict(duration=0))])
+    base.update_layout(
+        height=420,
+        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.18, xanchor="left", yanchor="top",
+                          buttons=[play, pause], showactive=False)],
+        sliders=[dict(active=0, x=0.2, len=0.8, y=-0.12, yanchor="top", currentvalue=dict(prefix="step "),
+                      steps=[dict(label=str(t), method="animate",
+                                  args=[[str(t)], dict(mode="immediate", frame=dict(duration=0, redraw=False),
+                                                       transition=dict(duration=0))]) for t in range(1, K + 1)])],
+        margin=dict(l=50, r=20, t=50, b=110),
+    )
+    return base
+
+
+# ---------------------------------------------------------------------------------------------- several runs
+def seed_spread_figure(traces: Sequence, title: Optional[str] = None) -> go.Figure:
+    """Belief per option over several seeds: median line and min-max band per option (one basis)."""
+    ps = np.stack([np.asarray(t.probs) for t in traces])  # [S, K, n]
+    S, K, n = ps.shape
+    x = _steps(K)
+    ref = traces[0]
+    fig = go.Figure()
+    lo, hi, med = ps.min(axis=0), ps.max(axis=0), np.median(ps, axis=0)
+    for i in range(n):
+        c = option_color(i)
+        fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi[:, i], lo[:, i][::-1]]),
+                                 fill="toself", fillcolor=_rgba(c, 0.15), line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False, name=f"{LETTERS[i]} band"))
+        fig.add_trace(go.Scatter(x=x, y=med[:, i], mode="lines", name=option_name(i, ref.options[i], ref.correct),
+                                 line=dict(color=c, width=3 if i == ref.correct else 2)))
+    fig.update_yaxes(range=[0, 1.02])
+    return _base_layout(fig, title or f"Belief over {S} seeds (median, min-max band)", "belief")
+
+
+def band_traces(fig: go.Figure, x, mean, lo, hi, color: str, name: str, width: float = 2, dash=None,
+                row=None, col=None, legendgroup=None, showlegend=True) -> None:
+    kw = {} if row is None else dict(row=row, col=col)
+    fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
+                             fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip", showlegend=False,
+                             name=f"{name} 95% band", legendgroup=legendgroup or name), **kw)
+    fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name=name, line=dict(color=color, width=width, dash=dash),
+                             legendgroup=legendgroup or name, showlegend=showlegend), **kw)
+
+
+def variant_belief_figure(bands: Mapping[str, dict], title: Optional[str] = None) -> go.Figure:
+    """Variants side by side on the same axes: mean belief per original option over permutations, 95% band.
+
+    ``bands[variant] = {"mean": [K, n], "lo": [K, n], "hi": [K, n], "options": [...], "correct": int|None}``
+    (options in the item's original order).
+    """
+    variants = list(bands)
+    fig = make_subplots(rows=1, cols=len(variants), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=[f"{VARIANT_NAMES.get(v, v)} (n={bands[v].get('n', '?')})" for v in variants])
+    for c, v in enumerate(variants, start=1):
+        b = bands[v]
+        mean, lo, hi = (np.asarray(b[k]) for k in ("mean", "lo", "hi"))
+        x = _steps(mean.shape[0])
+        for i, opt in enumerate(b["options"]):
+            is_c = b.get("correct") is not None and i == b["correct"]
+            label = f"{_short(opt, 22)}{' ✓' if is_c else ''}"
+            band_traces(fig, x, mean[:, i], lo[:, i], hi[:, i], _variant_option_color(v, i, b), label,
+                        width=4 if is_c else 2, row=1, col=c, legendgroup=f"{v}-{i}")
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_yaxes(title_text="mean belief", row=1, col=1)
+    fig.update_xaxes(title_text="recurrent step")
+    fig.update_layout(title=dict(text=title or "Belief per option, averaged over answer orders (95% band)"),
+                      **{**LAYOUT, "height": 420, "hovermode": "closest"})
+    return fig
+
+
+def _variant_option_color(variant: str, i: int, band: dict) -> str:
+    return option_color(band.get("color_index", list(range(len(band["options"]))))[i])
+
+
+def entropy_bands_figure(bands: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndarray]],
+                         title: Optional[str] = None, normalised: bool = False) -> go.Figure:
+    """Mean entropy vs step per variant with a 95% band (``bands[variant] = (mean, lo, hi)``)."""
+    fig = go.Figure()
+    for v, (mean, lo, hi) in bands.items():
+        x = _steps(len(mean))
+        band_traces(fig, x, np.asarray(mean), np.asarray(lo), np.asarray(hi), VARIANT_COLORS.get(v, "#444"),
+                    VARIANT_NAMES.get(v, v))
+    fig.update_layout(hovermode="closest")
+    return _base_layout(fig, title or "Entropy by variant (mean, 95% band)",
+                        "normalised entropy" if normalised else "entropy (nats)")
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def projection_figure(paths: Sequence[Tuple[str, np.ndarray]], title: Optional[str] = None,
+                      method: str = "PCA") -> go.Figure:
+    """2-D paths of the latent state, one per run: lines, markers coloured by step, start ○ and end ★ marked."""
+    fig = go.Figure()
+    dashes = ["solid", "dash", "dot", "dashdot", "longdash"]
+    for j, (label, xy) in enumerate(paths):
+        xy = np.asarray(xy)
+        K = len(xy)
+        fig.add_trace(go.Scatter(
+            x=xy[:, 0], y=xy[:, 1], mode="lines+markers", name=label,
+            line=dict(color="rgba(80,80,80,0.5)", width=1.5, dash=dashes[j % len(dashes)]),
+            marker=dict(size=8, color=_steps(K), colorscale="Viridis", cmin=1, cmax=K,
+                        showscale=j == 0, colorbar=dict(title="step", thickness=12) if j == 0 else None),
+            text=[f"{label}, step {t}" for t in _steps(K)], hovertemplate="%{text}<extra></extra>",
+        ))
+        fig.add_trace(go.Scatter(x=xy[:1, 0], y=xy[:1, 1], mode="markers", showlegend=False, name=f"{label} start",
+                                 marker=dict(size=14, symbol="circle-open", color="black", line=dict(width=2)),
+                                 hovertemplate=f"{label}: start<extra></extra>"))
+        fig.add_trace(go.Scatter(x=xy[-1:, 0], y=xy[-1:, 1], mode="markers", showlegend=False, name=f"{label} end",
+                                 marker=dict(size=16, symbol="star", color="black"),
+                                 hovertemplate=f"{label}: end (step {K})<extra></extra>"))
+    fig.update_layout(hovermode="closest")
+    return _base_layout(fig, title or f"Latent state at the last position ({method}, ○ start, ★ end)",
+                        f"{method} 2", f"{method} 1")
+
+
+def convergence_heatmap(cmap: np.ndarray, tokens: Sequence[str], title: Optional[str] = None) -> go.Figure:
+    """Each prompt position's relative distance to its final state per step, on a log colour scale."""
+    z = np.log10(np.maximum(np.asarray(cmap, dtype=float), 1e-6))
+    K, S = z.shape
+    labels = [f"{j}: {tok!r}" for j, tok in enumerate(tokens)]
+    lo, hi = float(np.floor(z.min())), float(np.ceil(max(z.max(), z.min() + 1)))
+    ticks = np.arange(lo, hi + 1)
+    fig = go.Figure(go.Heatmap(
+        z=z.T, x=_steps(K), y=labels, colorscale="Magma_r", zmin=lo, zmax=hi,
+        colorbar=dict(title="distance to final", tickvals=ticks, ticktext=[f"1e{int(v)}" for v in ticks]),
+        hovertemplate="step %{x}<br>%{y}<br>log10 distance %{z:.2f}<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed", showticklabels=S <= 80, tickfont=dict(size=9))
+    fig.update_layout(hovermode="closest")
+    fig = _base_layout(fig, title or "Per-token convergence: ‖s_t − s_K‖ / ‖s_K‖ per prompt position (log colour)",
+                       "prompt position")
+    fig.update_layout(height=max(360, min(900, 14 * S + 120)))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- aggregates
+def exploration_length_figure(frame, title: Optional[str] = None) -> go.Figure:
+    """Box plot of exploration length per variant (converged instances) and never-converged counts in the names.
+
+    ``frame``: one row per instance with columns ``variant`` and ``exploration_end`` (NaN = never converged).
+    """
+    fig = go.Figure()
+    for v in [v for v in ("base", "easy", "nca") if v in set(frame["variant"])] + \
+             sorted(set(frame["variant"]) - {"base", "easy", "nca"}):
+        sub = frame[frame["variant"] == v]["exploration_end"]
+        never = int(sub.isna().sum())
+        fig.add_trace(go.Box(y=sub.dropna(), name=f"{VARIANT_NAMES.get(v, v)} (never: {never}/{len(sub)})",
+                             marker_color=VARIANT_COLORS.get(v, "#444"), boxmean=True))
+    fig.update_layout(showlegend=False, hovermode="closest")
+    return _base_layout(fig, title or "Exploration length per variant", "exploration length (steps)", "variant")
+
+
+def rank_share_figure(shares: Sequence[float], lo=None, hi=None, title: Optional[str] = None) -> go.Figure:
+    """Share of abandoned answers at each similarity rank (1 = most stem-similar distractor) vs chance."""
+    shares = np.asarray(shares, dtype=float)
+    n = len(shares)
+    err = None
+    if lo is not None and hi is not None:
+        err = dict(type="data", symmetric=False, array=np.asarray(hi) - shares, arrayminus=shares - np.asarray(lo))
+    fig = go.Figure(go.Bar(x=[f"rank {k}" for k in range(1, n + 1)], y=shares, error_y=err, marker_color="#1f77b4",
+                           name="abandoned answers"))
+    _add(fig, [hline(1.0 / n, "chance", color="#d62728")],
+         [line_label(1.0 / n, f"chance 1/{n}", "chance_label", color="#d62728")])
+    fig.update_yaxes(range=[0, 1])
+    fig.update_layout(showlegend=False, hovermode="closest")
+    return _base_layout(fig, title or "Abandoned answer: similarity rank among distractors", "share",
+                        "similarity rank (1 = most similar to the stem)")
+
+
+def bar_with_ci_figure(labels: Sequence[str], values, lo, hi, title: str, ytitle: str,
+                       colors: Optional[Sequence[str]] = None) -> go.Figure:
+    values = np.asarray(values, dtype=float)
+    fig = go.Figure(go.Bar(x=list(labels), y=values, marker_color=list(colors) if colors else "#1f77b4",
+                           error_y=dict(type="data", symmetric=False, array=np.asarray(hi) - values,
+                                        arrayminus=values - np.asarray(lo))))
+    fig.update_layout(showlegend=False, hovermode="closest")
+    return _base_layout(fig, title, ytitle, "")
+
+
+def figure_html(fig: go.Figure) -> str:
+    """A standalone HTML page (plotly.js inlined: works offline)."""
+    return fig.to_html(include_plotlyjs=True, full_html=True)
+
+
+# ---------------------------------------------------------------------------------------------- report figures
+def report_entropy_figure(rep: dict, normalised: bool = True) -> go.Figure:
+    """Mean entropy vs step per variant with 95% bands, from ``backend.report.compute_report``'s dict."""
+    import pandas as pd
+
+    df = pd.DataFrame(rep.get("entropy_curves", []))
+    bands = {}
+    if len(df):
+        sfx = "_norm" if normalised else ""
+        for v in [v for v in ("base", "easy", "nca") if v in set(df["variant"])]:
+            g = df[df["variant"] == v].sort_values("step")
+            bands[v] = tuple(g[c + sfx].astype(float).to_numpy() for c in ("mean", "lo", "hi"))
+    return entropy_bands_figure(bands, title="Entropy by variant (mean over instances, 95% item-bootstrap band)",
+                                normalised=normalised)
+
+
+def report_exploration_pair_figure(rep: dict) -> go.Figure:
+    """Per item: mean exploration length Base (x) vs Easy (y), converged instances; the diagonal is 'no change'."""
+    rows = [r for r in (rep.get("exploration") or {}).get("per_item", []) if r.get("base") is not None
+            and r.get("easy") is not None]
+    fig = go.Figure()
+    if rows:
+        x = [r["base"] for r in rows]
+        y = [r["easy"] for r in rows]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name="items", text=[r["item_id"] for r in rows],
+                                 marker=dict(size=7, color="#1f77b4", opacity=0.6),
+                                 hovertemplate="%{text}: base %{x:.1f}, easy %{y:.1f}<extra></extra>"))
+        hi = max(max(x), max(y), 1)
+        fig.add_trace(go.Scatter(x=[0, hi], y=[0, hi], mode="lines", name="same length",
+                                 line=dict(color="gray", dash="dot")))
+    pair = (rep.get("exploration") or {}).get("pair") or {}
+    es = (pair.get("easy_shorter") or {}).get("value")
+    sub = f" — Easy shorter by {es:.0%}" if es is not None else ""
+    fig.update_layout(hovermode="closest")
+    return _base_layout(fig, "Exploration length per item: Base vs Easy" + sub, "Easy (steps)", "Base (steps)")
+
+
+def report_rank_figure(rep: dict) -> go.Figure:
+    """Abandoned-answer similarity rank shares (Base) with intervals, against chance (1/3)."""
+    rows = {r["key"]: r for r in rep.get("headline", [])}
+    vals, lo, hi = [], [], []
+    for j in (1, 2, 3):
+        r = rows.get(f"abandoned_rank_{j}") or {}
+        vals.append(r.get("value") if r.get("value") is not None else np.nan)
+        lo.append(r.get("lo") if r.get("lo") is not None else np.nan)
+        hi.append(r.get("hi") if r.get("hi") is not None else np.nan)
+    return rank_share_figure(vals, lo, hi, title="Abandoned answer: similarity rank among the distractors (Base)")
+
+
+def report_backtracking_figure(rep: dict) -> go.Figure:
+    """Accuracy with vs without backtracking (Base), and where backtracks end, with intervals."""
+    groups = {(g["variant"], g["domain"]): g for g in rep.get("groups", [])}
+    base = groups.get(("base", "all"), {})
+    labels, v, lo, hi = [], [], [], []
+    for key, label in (("acc_backtracked", "accuracy, backtracked"), ("acc_not_backtracked", "accuracy, no backtrack"),
+                       ("backtrack_rate", "backtracking rate")):
+        s = base.get(key) or {}
+        labels.append(label)
+        v.append(s.get("value") if s.get("value") is not None else np.nan)
+        lo.append(s.get("lo") if s.get("lo") is not None else np.nan)
+        hi.append(s.get("hi") if s.get("hi") is not None else np.nan)
+    for d in rep.get("destinations", []):
+        if d.get("variant") == "base":
+            labels.append(f"backtracks ending {d['destination']}")
+            v.append(d.get("value") if d.get("value") is not None else np.nan)
+            lo.append(d.get("lo") if d.get("lo") is not None else np.nan)
+            hi.append(d.get("hi") if d.get("hi") is not None else np.nan)
+    fig = bar_with_ci_figure(labels, v, lo, hi, "Backtracking (Base): accuracy and destination", "share",
+                             colors=["#2ca02c", "#7f7f7f", "#1f77b4"] + ["#9467bd"] * (len(labels) - 3))
+    fig.update_yaxes(range=[0, 1])
+    return fig
+
+
+def report_exploration_hist_figure(rep: dict) -> go.Figure:
+    fig = go.Figure()
+    for v, h in (rep.get("exploration_hist") or {}).items():
+        fig.add_trace(go.Bar(x=h["length"], y=h["count"], name=f"{VARIANT_NAMES.get(v, v)} "
+                             f"(never: {h['never_converged']}/{h['n']})", marker_color=VARIANT_COLORS.get(v, "#444"),
+                             opacity=0.75))
+    fig.update_layout(barmode="overlay", hovermode="closest")
+    return _base_layout(fig, "Exploration length distribution (never-converged counted separately)", "instances",
+                        "exploration length (steps)")

@@ -1,0 +1,1 @@
+"""LoopLens pages (UI only). app.py lists them with st.navigation; common.py holds shared UI helpers."""

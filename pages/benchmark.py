@@ -1,0 +1,115 @@
+"""Benchmark: aggregate view over a sweep's results (the paper's table with intervals, and its figures)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from pages import common
+
+common.ensure_navigation()
+
+from backend import plots  # noqa: E402
+from backend.errors import LoopLensError, UsageError  # noqa: E402
+
+ss = st.session_state
+st.title("Benchmark: the paper's numbers for a model")
+
+HOWTO = """
+A results directory comes from a **sweep** (every item x variant x answer order x seed, resumable, as Parquet),
+and a **report** computes the paper's numbers with 95% item-bootstrap intervals:
+
+```bash
+python -m backend sweep --model MODEL --benchmark data/benchmarks/general-qa.jsonl --out results/MODEL \\
+    --variants base,easy,nca --permutations 25 --seeds 1 --steps 30
+python -m backend report results/MODEL --save data/results/MODEL    # writes report.md + report.json
+```
+Put the report in `data/results/<model>/` to ship it with the app, or point this page at the sweep directory.
+"""
+
+try:
+    from backend import report as rp
+except ImportError:  # pragma: no cover - the report module is part of the project
+    rp = None
+if rp is None:
+    st.info("The report module is not available in this installation.")
+    st.markdown(HOWTO)
+    st.stop()
+
+RESULTS_ROOTS_ENV = "LOOPLENS_RESULTS_ROOTS"
+
+
+def _allowed(p: Path) -> bool:
+    raw = os.environ.get(RESULTS_ROOTS_ENV, "").strip()
+    if not raw:
+        return True
+    rp_ = p.resolve()
+    roots = [Path(r).expanduser().resolve() for r in raw.split(os.pathsep) if r.strip()]
+    return any(rp_ == r or r in rp_.parents for r in roots)
+
+
+@st.cache_data(max_entries=8, show_spinner="Computing the report (bootstrap over items)…")
+def _report_from_rows(path: str, mtime: float, n_boot: int) -> dict:
+    df = rp.load_results(path, warn=lambda s: None)
+    return rp.compute_report(df, n_boot=n_boot)
+
+
+@st.cache_data(max_entries=8)
+def _saved_report(path: str, mtime: float) -> dict:
+    return rp.load_report(path)
+
+
+shipped = rp.shipped_reports()
+choices = [f"shipped: {name}" for name in shipped] + ["A results directory…"]
+c1, c2 = st.columns([2, 3])
+src = c1.selectbox("Results", choices, key="bench_results")
+rep = None
+with common.guard("Results"):
+    if src.startswith("shipped: "):
+        d = shipped[src[len("shipped: "):]]
+        f = d / "report.json"
+        rep = _saved_report(str(f), f.stat().st_mtime)
+    else:
+        path = c2.text_input("Sweep results directory (part-*.parquet) or a report.json",
+                             key="bench_results_dir", placeholder="results/MODEL")
+        if not path.strip():
+            st.markdown(HOWTO)
+            if not shipped:
+                st.info("No results are shipped in data/results/ yet.")
+            st.stop()
+        p = Path(path.strip()).expanduser()
+        if not _allowed(p):
+            raise UsageError(f"{p}: results directories are restricted to ${RESULTS_ROOTS_ENV}")
+        if not p.exists():
+            raise UsageError(f"{p} does not exist")
+        if p.is_file() and p.suffix == ".json" or (p.is_dir() and (p / "report.json").is_file()
+                                                    and not rp.has_rows(p)):
+            f = p if p.is_file() else p / "report.json"
+            rep = _saved_report(str(f), f.stat().st_mtime)
+        else:
+            if p.is_dir() and not rp.has_rows(p):
+                raise UsageError(f"{p} holds no sweep results (no part-*.parquet)")
+            mtime = max((q.stat().st_mtime for q in ([p] if p.is_file() else p.glob("part-*.parquet"))),
+                        default=0.0)
+            rep = _report_from_rows(str(p), mtime, 1000)
+if rep is None:
+    st.markdown(HOWTO)
+    st.stop()
+
+meta = rep.get("meta", {})
+st.caption(f"Model `{meta.get('model')}` · {meta.get('instances')} instances · {meta.get('items')} items · "
+           f"variants {meta.get('variants')} · {meta.get('permutations')} answer orders · {meta.get('seeds')} seed(s) "
+           f"· {meta.get('steps')} steps · intervals: {meta.get('ci', 0.95):.0%} bootstrap over {meta.get('resampling')}")
+with st.expander("The paper's table, reproduced (with intervals)", expanded=True):
+    st.markdown(rp.to_markdown(rep))
+c1, c2 = st.columns(2)
+with c1:
+    common.plot(plots.report_entropy_figure(rep), key="fig_rep_entropy")
+    common.plot(plots.report_backtracking_figure(rep), key="fig_rep_bt")
+with c2:
+    common.plot(plots.report_exploration_pair_figure(rep), key="fig_rep_pair")
+    common.plot(plots.report_rank_figure(rep), key="fig_rep_rank")
+common.plot(plots.report_exploration_hist_figure(rep), key="fig_rep_hist")
+with st.expander("How to produce results for another model"):
+    st.markdown(HOWTO)

@@ -1,0 +1,354 @@
+"""Explore: one question, live — belief per step, metrics, top tokens, latent geometry, seeds, exports."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+import streamlit as st
+
+from backend import dashboard as dash
+from backend import learn, plots
+from backend.errors import UsageError
+from backend.items import VARIANTS, Benchmark
+from backend.models import PromptTemplate
+from backend.projection import pca_paths, umap_paths, umap_status
+from pages import common
+
+common.ensure_navigation()
+
+ss = st.session_state
+LETTERS = plots.LETTERS
+SOURCES = ["Benchmark item", "Upload JSONL", "Your question"]
+
+st.title("Explore: watch one question being thought through")
+st.caption("The belief over the answer options is decoded after every recurrent step with the model's own coda "
+           "(a *coda lens*: nothing is trained for it).")
+
+model = common.current_model()
+if not model:
+    common.no_model_message()
+    st.stop()
+settings = common.run_settings()
+entry = None
+with common.guard(f"Model {model!r}"):
+    entry = common.get_model(model)
+if entry is None:
+    st.info("Pick another model in the sidebar (a shipped one, or a checkpoint directory).")
+    st.stop()
+bundle = entry[0]
+
+# ---------------------------------------------------------------------------------------------- the question
+ss.setdefault("source", SOURCES[0])
+ss.setdefault("q", dash.EXAMPLE_ITEM.question)
+ss.setdefault("opts", "\n".join([dash.EXAMPLE_ITEM.answer, *dash.EXAMPLE_ITEM.distractors]))
+ss.setdefault("ans", "A")
+ss.setdefault("variant", "base")
+ss.setdefault("perm", 0)
+if isinstance(ss.get("opts"), str) and "|" in ss["opts"] and "\n" not in ss["opts"]:
+    ss["opts"] = ss["opts"].replace("|", "\n")
+
+item = None
+bench_item = None
+bench_path = None
+left, right = st.columns([3, 2], gap="large")
+with left:
+    src = st.radio("Question from", SOURCES, horizontal=True, key="source", label_visibility="collapsed")
+    bench = None
+    if src == "Benchmark item":
+        files = dash.benchmark_files(model)
+        if not files:
+            st.info("No benchmark file in data/benchmarks yet: showing a built-in example item.")
+            bench = Benchmark([dash.EXAMPLE_ITEM], source="built-in example")
+        else:
+            names = [f.name for f in files]
+            if ss.get("bench") not in names:
+                ss["bench"] = names[0]
+            st.selectbox("Benchmark", names, key="bench")
+            bench_path = dash.BENCHMARKS_DIR / ss["bench"]
+            with common.guard("Benchmark"):
+                bench = common.load_benchmark(bench_path)
+    elif src == "Upload JSONL":
+        up = st.file_uploader("Benchmark JSONL (one item per line)", type=["jsonl", "json", "txt"], key="upload",
+                              help=f"Up to {dash.MAX_UPLOAD_BYTES // 2**20} MB. Fields: id, question, answer, "
+                                   "distractors [, domain, easy_distractors, nca_distractor].")
+        if up is None:
+            st.info('Upload a JSONL file, one item per line, e.g. `{"id": "q1", "question": "…", "answer": "…", '
+                    '"distractors": ["…", "…", "…"], "easy_distractors": [...], "nca_distractor": "…"}`.')
+        else:
+            with common.guard(f"Upload {up.name}"):
+                bench = dash.parse_upload(up.getvalue(), up.name)
+    if bench is not None and bench.errors:
+        with st.expander(f"⚠️ {len(bench.errors)} line(s) skipped in {Path(bench.source or 'file').name}; "
+                         f"{len(bench.items)} item(s) usable", expanded=not bench.items):
+            st.markdown("\n".join(f"- {e}" for e in bench.errors[:200]))
+    if bench is not None and bench.items:
+        c1, c2, c3 = st.columns([2, 1, 2])
+        c1.multiselect("Domain", bench.domains, key="domains", placeholder="all domains")
+        if ss.get("variant") not in VARIANTS:
+            ss["variant"] = "base"
+        c2.selectbox("Variant", VARIANTS, key="variant",
+                     format_func=lambda v: {"base": "base", "easy": "easy", "nca": "no correct answer"}[v])
+        c3.text_input("Search", key="search", placeholder="id, question or option text")
+        filtered = dash.filter_items(bench.items, ss.get("domains") or [], ss["variant"], ss.get("search", ""))
+        if not filtered:
+            st.warning("No item matches the filter.")
+        else:
+            by_id = {it.id: it for it in filtered}
+            if ss.get("item") not in by_id:
+                ss["item"] = learn.interesting_item_id(bundle.name, list(by_id)) or filtered[0].id
+            c1, c2 = st.columns([4, 1])
+            c1.selectbox(f"Item ({len(filtered)} of {len(bench.items)})", list(by_id), key="item",
+                         format_func=lambda i: f"{i} — {plots._short(by_id[i].question, 70)}")
+            c2.number_input("Answer order", 0, 10**6, step=1, key="perm",
+                            help="Permutation of the options (0 = as in the file).")
+            bench_item = by_id[ss["item"]]
+            with common.guard("Item"):
+                item = bench_item.instance(ss["variant"], int(ss["perm"]))
+    elif src == "Your question":
+        st.text_area("Question", key="q", height=80)
+        c1, c2 = st.columns([3, 1])
+        c1.text_area("Options, one per line (2-10)", key="opts", height=130)
+        n_typed = len([x for x in (ss.get("opts") or "").splitlines() if x.strip()])
+        ans_choices = ["none"] + list(LETTERS[:max(2, min(10, n_typed))])
+        if ss.get("ans") not in ans_choices:
+            ss["ans"] = "none"
+        c2.selectbox("Correct option", ans_choices, key="ans")
+        with common.guard("Your question"):
+            item = dash.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans"))
+
+with right:
+    st.markdown(f"**Model** `{bundle.name}` · {settings['steps']} steps · seed {settings['seed']} · "
+                f"init scale {settings['init_scale']:g}")
+    ss.setdefault("n_seeds", dash.DEFAULT_N_SEEDS)
+    c1, c2 = st.columns(2)
+    c1.number_input("Seeds for robustness", 1, 32, step=1, key="n_seeds",
+                    help="Also run seeds seed, seed+1, …, and show the spread (1 = off).")
+    auto = c2.toggle("Run on every change", value=True, key="auto_run",
+                     help="Off: press Run (for slow models).")
+    tkey = f"template_json::{bundle.checkpoint_hash}"
+    if tkey not in ss:
+        ss[tkey] = bundle.template.to_json()
+    template = None
+    with st.expander(f"Prompt template: {bundle.template.name}", expanded=False):
+        st.text_area("Template (JSON, editable)", key=tkey, height=220)
+        if st.button("Reset to the model's template"):
+            del ss[tkey]
+            st.rerun()
+        with common.guard("Prompt template"):
+            template = PromptTemplate.from_json(ss[tkey])
+            if item is not None:
+                st.caption("Rendered prompt")
+                st.code(template.render(item.question, item.options), language=None, wrap_lines=True)
+    if template is None:
+        st.stop()
+    run_clicked = st.button("Run", type="primary", disabled=item is None)
+
+if item is None:
+    st.stop()
+
+# ---------------------------------------------------------------------------------------------- run
+# One batch: the chosen seed and the robustness seeds (seed+1, ...) run together (one forward for all).
+model_template = None if template == bundle.template else template
+n_seeds = int(ss.get("n_seeds", dash.DEFAULT_N_SEEDS))
+seeds = [settings["seed"] + k for k in range(n_seeds)]
+E = bundle.model.config.n_embd
+keep_all = E * settings["steps"] * 512 * 2 * n_seeds <= 64 * 2**20  # per-token states (heatmap) when small
+run_args = dict(steps=settings["steps"], seeds=seeds, init_scale=settings["init_scale"], template=model_template,
+                keep_all_states=keep_all)
+key = dash.run_key(str(bundle.path), bundle.checkpoint_hash, [item] * n_seeds, run_args["steps"], seeds,
+                   run_args["init_scale"], None if model_template is None else model_template.to_json(), keep_all)
+if not auto and not run_clicked and common.trace_store().get(key) is None:
+    st.info("Press **Run** to trace this question.")
+    st.stop()
+
+live = st.empty()
+
+
+def _live(traces):
+    if traces and traces[0].steps >= 2:
+        live.plotly_chart(plots.belief_figure(traces[0], title="Belief (running…)"), theme=None,
+                          key=f"live-{traces[0].steps}")
+
+
+traces = None
+with common.guard("Run"):
+    traces = common.run_traces(entry, [item] * n_seeds, label="Tracing", live=_live, **run_args)
+live.empty()
+if not traces:
+    st.stop()
+seed_traces = traces
+tr = traces[0]
+m = tr.metrics
+sim = common.similarity(bench_path) if bench_path is not None else None
+ranks = dash.option_similarity_ranks(sim, tr)
+
+# shareable URL
+view = dash.ViewState(model=model, steps=settings["steps"], seed=settings["seed"], init=settings["init_scale"])
+if src == "Benchmark item":
+    view.bench, view.item, view.variant, view.perm = ss.get("bench"), tr.item_id, tr.variant or "base", tr.permutation
+elif src == "Your question":
+    view.q, view.opts, view.ans = tr.question, "|".join(tr.options), ss.get("ans")
+query = view.to_query()
+st.query_params.from_dict(query)
+
+# ---------------------------------------------------------------------------------------------- summary
+st.markdown(f"#### {tr.question}")
+st.markdown("  ".join(f"**{LETTERS[i]})** {o}{' ✓' if i == tr.correct else ''}" for i, o in enumerate(tr.options)))
+summary = dash.metric_summary(tr, ranks)
+c = st.columns(5)
+c[0].metric("Final answer", LETTERS[m.final_answer], help=summary["Final answer"])
+c[1].metric("Correct?", "—" if m.is_correct is None else ("yes" if m.is_correct else "no"), help=summary["Correct?"])
+c[2].metric("Exploration length", summary["Exploration length"])
+c[3].metric("Commitments", len(m.commitments))
+c[4].metric("Backtracks", len(m.backtracks))
+st.markdown(f"**Final answer:** {summary['Final answer']} ({summary['Correct?']})  \n"
+            f"**Commitments:** {summary['Commitments']}  \n**Backtracks:** {summary['Backtracks']}  \n"
+            f"**Abandoned answers:** {summary['Abandoned answers']}")
+
+figs = {name: common.cached_figure(key, name, lambda f=f: f(tr)) for name, f in (
+    ("belief", plots.belief_figure), ("mass", plots.mass_figure), ("kl", plots.kl_figure),
+    ("entropy", plots.entropy_figure))}
+c1, c2 = st.columns(2)
+with c1:
+    common.plot(figs["belief"], key="fig_belief")
+with c2:
+    common.plot(figs["mass"], key="fig_mass")
+c1, c2 = st.columns(2)
+with c1:
+    common.plot(figs["kl"], key="fig_kl")
+with c2:
+    common.plot(figs["entropy"], key="fig_entropy")
+
+
+# ---------------------------------------------------------------------------------------------- step slider
+@st.fragment
+def step_panel(trace, run_id):
+    st.subheader("One step up close")
+    t = st.slider("Step", 1, trace.steps, trace.steps, key="step_slider")
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        common.plot(common.cached_figure(run_id, f"top-{t}", lambda: plots.top_tokens_figure(trace, t)),
+                    key="fig_top")
+    with c2:
+        st.markdown(f"**Belief at step {t}**")
+        st.dataframe({"option": [f"{LETTERS[i]}) {o}" for i, o in enumerate(trace.options)],
+                      "belief": np.round(trace.probs[t - 1], 4), "raw mass": np.round(trace.raw_mass[t - 1], 5)},
+                     hide_index=True)
+        st.caption(f"Total letter mass {trace.letter_mass[t - 1]:.3f} · entropy {trace.metrics.entropy[t - 1]:.3f}"
+                   + (f" · KL to step {t - 1}: {trace.metrics.kl[t - 2]:.2e}" if t > 1 else ""))
+
+
+step_panel(tr, key)
+
+# ---------------------------------------------------------------------------------------------- seeds
+if n_seeds > 1:
+    st.subheader(f"Seed robustness ({n_seeds} seeds)")
+    with common.guard("Seed runs"):
+        df, sentence = dash.seed_robustness(seed_traces)
+        (st.warning if "only" in sentence or "disagree" in sentence else st.success)(sentence)
+        c1, c2 = st.columns([3, 2])
+        with c1:
+            figs["seeds"] = common.cached_figure(key, "seeds",
+                                                 lambda: plots.seed_spread_figure(seed_traces))
+            common.plot(figs["seeds"], key="fig_seeds")
+        with c2:
+            st.dataframe(df, hide_index=True)
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+@st.fragment
+def geometry_panel(paths_by_group, run_id):
+    st.subheader("Hidden-state geometry")
+    st.caption("Latent state s_t at the last prompt position, projected to 2-D in one basis for all paths shown.")
+    c1, c2 = st.columns([1, 3])
+    method = c1.radio("Projection", ["PCA", "UMAP"], key="proj_method", horizontal=True)
+    groups = c2.multiselect("Paths", list(paths_by_group), default=list(paths_by_group)[:2], key="proj_groups")
+    paths = [p for g in groups for p in paths_by_group[g]]
+    if not paths:
+        st.info("Choose at least one group of paths.")
+        return
+    labels, states = [p[0] for p in paths], [p[1] for p in paths]
+    if method == "UMAP":
+        status = umap_status()
+        if status["status"] != "ready":
+            if status["status"] == "failed":
+                st.warning(f"UMAP is unavailable ({status['error']}); showing PCA.")
+            else:
+                st.info("UMAP is still warming up in the background (numba compiles once per server, ~15 s); "
+                        "showing PCA meanwhile. Press the button to check again.")
+                st.button("Check UMAP again", key="umap_retry")
+            method = "PCA"
+    try:
+        if method == "UMAP":
+            ukey = ("umap", run_id, tuple(groups))
+            if ss.get("_umap_key") != ukey:
+                with st.spinner("Fitting UMAP…"):
+                    ss["_umap_xy"] = umap_paths(states)
+                ss["_umap_key"] = ukey
+            xy = ss["_umap_xy"]
+            note = "UMAP (cosine, random_state=0)"
+        else:
+            xy, ratio = pca_paths(states)
+            note = f"PCA: components explain {ratio[0]:.0%} and {ratio[1]:.0%} of the variance"
+        fig = common.cached_figure(run_id, f"proj-{method}-{groups}",
+                                   lambda: plots.projection_figure(list(zip(labels, xy)), method=method))
+        common.plot(fig, key="fig_proj")
+        st.caption(note)
+    except Exception as exc:  # noqa: BLE001
+        common.show_error(exc, "Projection")
+
+
+paths_by_group = {"this run": [(f"seed {tr.seed}", tr.hidden_last)]}
+if len(seed_traces) > 1:
+    paths_by_group[f"{len(seed_traces)} seeds"] = [(f"seed {t.seed}", t.hidden_last) for t in seed_traces[1:]]
+if bench_item is not None and len(bench_item.available_variants()) > 1:
+    if st.toggle("Also trace this item's other variants for the geometry plot", key="geo_variants"):
+        with common.guard("Variant runs"):
+            others = [v for v in bench_item.available_variants() if v != (tr.variant or "base")]
+            vts = common.run_traces(entry, [bench_item.instance(v, int(ss["perm"])) for v in others],
+                                    settings["steps"], [settings["seed"]] * len(others), settings["init_scale"],
+                                    model_template, label="Variants")
+            paths_by_group["other variants"] = [(f"{t.variant}", t.hidden_last) for t in vts]
+geometry_panel(paths_by_group, key)
+
+# ---------------------------------------------------------------------------------------------- per-token convergence
+st.subheader("Per-token convergence")
+if tr.hidden_all is not None:
+    from backend.trace import convergence_map
+
+    with common.guard("Convergence map"):
+        figs["convergence"] = common.cached_figure(key, "convergence", lambda: plots.convergence_heatmap(
+            convergence_map(tr.hidden_all), bundle.tokenizer.batch_decode([[i] for i in tr.prompt_ids])))
+        common.plot(figs["convergence"], key="fig_conv")
+else:
+    st.info("Per-position states are not kept for a model this large by default (memory).")
+
+# ---------------------------------------------------------------------------------------------- export & share
+st.subheader("Export and share")
+params = {"source": src, "benchmark": ss.get("bench") if src == "Benchmark item" else None,
+          "n_seeds": n_seeds, "seeds": [t.seed for t in seed_traces]}
+stem = f"looplens-{(tr.item_id or 'custom')}-{tr.variant or 'q'}-p{tr.permutation}-s{tr.seed}"
+c1, c2, c3, c4 = st.columns(4)
+all_runs = seed_traces if len(seed_traces) > 1 else [tr]
+c1.download_button("Trace CSV", data=lambda: dash.traces_csv(all_runs, params), file_name=f"{stem}.csv",
+                   mime="text/csv", on_click="ignore", key="dl_csv")
+c2.download_button("Trace JSON", data=lambda: dash.traces_json(all_runs, params), file_name=f"{stem}.json",
+                   mime="application/json", on_click="ignore", key="dl_json")
+fig_name = c3.selectbox("Figure", list(figs), key="export_fig", label_visibility="collapsed")
+c3.download_button("Figure as HTML", data=lambda f=figs[fig_name]: plots.figure_html(f),
+                   file_name=f"{stem}-{fig_name}.html", mime="text/html", on_click="ignore", key="dl_html")
+if dash.chromium_path() is None:
+    c4.info(dash.PNG_UNAVAILABLE)
+elif c4.button("Make PNG", key="png_btn"):
+    with common.guard("PNG export"), st.spinner("Rendering PNG…"):
+        png = dash.figure_png(figs[fig_name])
+        c4.download_button("Download PNG", data=png, file_name=f"{stem}-{fig_name}.png", mime="image/png",
+                           on_click="ignore", key="dl_png")
+try:
+    base = st.context.url or ""
+except Exception:  # noqa: BLE001
+    base = ""
+st.caption("Shareable link (the address bar holds it too): opening it reproduces this view.")
+st.code(f"{base.split('?')[0]}?{urlencode(query)}", language=None)

@@ -1,0 +1,1 @@
+from apptest_helpers import app  # noqa: F401  (fixture)

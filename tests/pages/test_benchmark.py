@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+from apptest_helpers import chart_by_title, no_exceptions
+
+
+def test_benchmark_without_results_explains_how_to_make_them(app, monkeypatch):
+    from backend import report
+
+    monkeypatch.setattr(report, "shipped_reports", lambda root=None: {})
+    at = app(page="benchmark")
+    no_exceptions(at)
+    assert any("python -m backend sweep" in m.value for m in at.markdown)
+
+
+def test_benchmark_bad_directory_is_a_message(app, tmp_path, monkeypatch):
+    from backend import report
+
+    monkeypatch.setattr(report, "shipped_reports", lambda root=None: {})
+    at = app(page="benchmark")
+    at.text_input(key="bench_results_dir").set_value(str(tmp_path / "missing")).run()
+    no_exceptions(at)
+    assert any("does not exist" in e.value for e in at.error)
+    at.text_input(key="bench_results_dir").set_value(str(tmp_path)).run()
+    assert any("no sweep results" in e.value for e in at.error)
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tiny_dir, tmp_path_factory):
+    from backend.dashboard import BENCHMARKS_DIR
+    from backend.sweep import SweepSpec, run_sweep
+
+    bench = sorted(BENCHMARKS_DIR.glob("*.jsonl"))
+    if not bench:
+        pytest.skip("no benchmark file")
+    out = tmp_path_factory.mktemp("sweep")
+    spec = SweepSpec(model=str(tiny_dir), benchmark=str(bench[0]), out=str(out), permutations=2, limit=4, steps=12,
+                     embedding_model=None, hidden=False, device="cpu")
+    run_sweep(spec, progress=False) if "progress" in run_sweep.__code__.co_varnames else run_sweep(spec)
+    return out
+
+
+def test_benchmark_page_on_a_sweep_directory(app, sweep_dir, monkeypatch):
+    from backend import report
+
+    monkeypatch.setattr(report, "shipped_reports", lambda root=None: {})
+    at = app(page="benchmark")
+    at.text_input(key="bench_results_dir").set_value(str(sweep_dir)).run()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    ent = chart_by_title(at, "Entropy by variant")
+    assert [d["name"] for d in ent["data"] if d.get("showlegend") is not False] == ["Base", "Easy",
+                                                                                   "No correct answer"]
+    rank = chart_by_title(at, "similarity rank")
+    assert any(s.get("name") == "chance" for s in rank["layout"]["shapes"])
+    chart_by_title(at, "Base vs Easy")
+    chart_by_title(at, "Backtracking")
+    assert any("Base instances with at least one backtrack" in m.value for m in at.markdown)

@@ -1,0 +1,123 @@
+"""Real-browser test: start the server, load Explore and Compare in headless Chromium, wait for the charts,
+check the number of plotted traces, and save screenshots to tests/artifacts/ (git-ignored)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install -y chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    port = _free_port()
+    env = {**os.environ, "LOOPLENS_DEFAULT_MODEL": os.environ.get("LOOPLENS_BROWSER_MODEL", str(tiny_dir)),
+           "LOOPLENS_TORCH_THREADS": "1"}
+    log = open(ARTIFACTS.mkdir(parents=True, exist_ok=True) or ARTIFACTS / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("the streamlit server did not become healthy")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+JS_CHARTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
+    title: (el.layout && el.layout.title && el.layout.title.text) || '',
+    traces: (el.data || []).length,
+    drawn: el.querySelectorAll('.scatterlayer .trace, .barlayer .trace, .heatmaplayer .hm').length,
+    shapes: ((el.layout && el.layout.shapes) || []).map(s => s.name)}))"""
+
+
+def _load(page, url: str, min_charts: int, timeout_ms: int = 180_000):
+    page.goto(url)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
+    page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {min_charts}",
+                           timeout=timeout_ms)
+    page.wait_for_timeout(1500)  # let the last charts finish drawing
+    return page.evaluate(JS_CHARTS)
+
+
+def _chart(charts, title_part: str) -> dict:
+    found = [c for c in charts if title_part.lower() in c["title"].lower()]
+    assert found, f"no chart with {title_part!r} in {[c['title'] for c in charts]}"
+    return found[0]
+
+
+def test_explore_and_compare_in_a_real_browser(server, browser):
+    # Streamlit scrolls inside its main container: a tall viewport makes the screenshot show the whole page.
+    page = browser.new_page(viewport={"width": 1400, "height": 4200})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    charts = _load(page, f"{server}/", min_charts=6)
+    belief = _chart(charts, "Belief over the options")
+    assert belief["traces"] == 4 and belief["drawn"] == 4
+    assert _chart(charts, "Raw option mass")["traces"] == 5
+    assert _chart(charts, "Step KL")["traces"] == 1
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert "steps=30" in page.url and "item=" in page.url  # the shareable view is in the address bar
+    page.screenshot(path=str(ARTIFACTS / "explore.png"), full_page=True)
+
+    charts = _load(page, f"{server}/compare", min_charts=5)
+    variants = _chart(charts, "averaged over answer orders")
+    assert variants["traces"] == 3 * 4 * 2  # 3 variants x 4 options x (band + mean)
+    details = [c for c in charts if c["title"].endswith("belief over the options")]
+    assert len(details) == 3 and all(c["traces"] == 4 for c in details)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.get_by_text("Page not found").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
+
+    # A shared link reproduces the view: open Explore with parameters in the query string.
+    charts = _load(page, f"{server}/?item=fact-003&seed=4&steps=20&variant=nca", min_charts=6)
+    belief = _chart(charts, "Belief over the options")
+    assert belief["traces"] == 4
+    assert page.get_by_text("no correct option").count() >= 1 or page.get_by_text("No correct").count() >= 1
+    assert page.get_by_text("Page not found").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "explore-link.png"), full_page=True)
+    assert not errors, errors

@@ -1,0 +1,106 @@
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+
+from backend import plots
+from backend.metrics import analyze_trajectory
+from tests.helpers_trace import backtracking_probs, make_trace, never_converging_probs
+
+
+def shapes(fig, name):
+    return [s for s in fig.layout.shapes if s.name == name]
+
+
+def annotations(fig, name):
+    return [a for a in fig.layout.annotations if a.name == name]
+
+
+def test_belief_figure_one_trace_per_option_fixed_colours_and_correct_marked():
+    tr = make_trace(backtracking_probs(), correct=1)
+    fig = plots.belief_figure(tr)
+    assert len(fig.data) == 4
+    assert [d.line.color for d in fig.data] == plots.OPTION_COLORS[:4]
+    assert "correct" in fig.data[1].name and all("correct" not in d.name for i, d in enumerate(fig.data) if i != 1)
+    assert fig.data[1].line.width > fig.data[0].line.width
+    assert list(fig.data[0].x) == list(range(1, 31))
+
+
+def test_belief_figure_marks_backtrack_commitments_and_exploration_end_where_metrics_say():
+    tr = make_trace(backtracking_probs(), correct=1)
+    m = tr.metrics
+    assert m.backtracked and m.exploration_end is not None
+    fig = plots.belief_figure(tr)
+    bts = annotations(fig, "backtrack")
+    assert [a.text for a in bts] == ["A -> B"]
+    assert bts[0].x == m.backtracks[0][1].start == 6
+    ex = shapes(fig, "exploration_end")
+    assert len(ex) == 1 and ex[0].x0 == m.exploration_end
+    com = shapes(fig, "commitment")
+    assert [(s.x0, s.x1) for s in com] == [(c.start - 0.5, c.end + 0.5) for c in m.commitments]
+    assert com[0].fillcolor == plots.option_color(0) and com[1].fillcolor == plots.option_color(1)
+
+
+def test_belief_figure_never_converged_is_labelled_and_has_no_exploration_line():
+    tr = make_trace(never_converging_probs(), correct=0)
+    assert not tr.metrics.converged
+    fig = plots.belief_figure(tr)
+    assert not shapes(fig, "exploration_end")
+    assert annotations(fig, "never_converged")
+    assert not annotations(fig, "backtrack")
+
+
+def test_mass_kl_entropy_figures():
+    tr = make_trace(backtracking_probs())
+    mass = plots.mass_figure(tr)
+    assert len(mass.data) == 5 and mass.data[-1].name == "total letter mass"
+    np.testing.assert_allclose(mass.data[-1].y, tr.letter_mass)
+    kl = plots.kl_figure(tr, threshold=0.02)
+    assert len(kl.data[0].y) == 29
+    assert shapes(kl, "threshold")[0].y0 == 0.02 and kl.layout.yaxis.type == "log"
+    assert np.all(np.asarray(kl.data[0].y) > 0)  # zeros clipped for the log axis
+    ent = plots.entropy_figure(tr)
+    np.testing.assert_allclose(ent.data[0].y, tr.metrics.entropy)
+    assert abs(shapes(ent, "max_entropy")[0].y0 - np.log(4)) < 1e-9
+
+
+def test_top_tokens_animation_projection_heatmap_and_seed_spread():
+    tr = make_trace(backtracking_probs())
+    top = plots.top_tokens_figure(tr, 3)
+    assert len(top.data[0].y) == 10
+    anim = plots.animated_belief_figure(tr)
+    assert len(anim.frames) == 30 and len(anim.data) == 4
+    labels = [b.label for b in anim.layout.updatemenus[0].buttons]
+    assert any("play" in l for l in labels) and any("pause" in l for l in labels)
+    xy = [np.random.default_rng(i).normal(size=(30, 2)) for i in range(2)]
+    proj = plots.projection_figure([("seed 0", xy[0]), ("seed 1", xy[1])])
+    lines = [d for d in proj.data if d.mode == "lines+markers"]
+    assert len(lines) == 2 and list(lines[0].marker.color) == list(range(1, 31))
+    heat = plots.convergence_heatmap(np.abs(np.random.default_rng(0).normal(size=(30, 5))) + 1e-3, list("abcde"))
+    assert heat.data[0].z.shape == (5, 30)
+    spread = plots.seed_spread_figure([make_trace(backtracking_probs(), seed=s) for s in range(3)])
+    assert len([d for d in spread.data if d.showlegend is not False]) == 4
+
+
+def test_figures_are_json_serialisable_and_export_html():
+    tr = make_trace(backtracking_probs())
+    fig = plots.belief_figure(tr)
+    json.loads(fig.to_json())
+    html = plots.figure_html(fig)
+    assert "<html>" in html[:100] and "plotly" in html.lower() and len(html) > 1_000_000  # plotly.js inlined
+
+
+def test_variant_and_aggregate_figures():
+    K, n = 30, 4
+    band = {"mean": np.full((K, n), 0.25), "lo": np.full((K, n), 0.2), "hi": np.full((K, n), 0.3),
+            "options": list("wxyz"), "correct": 0, "n": 25}
+    fig = plots.variant_belief_figure({"base": band, "easy": band, "nca": {**band, "correct": None}})
+    assert len(fig.data) == 3 * n * 2  # band + mean line per option per variant
+    eb = plots.entropy_bands_figure({"base": (np.ones(K), np.zeros(K), np.ones(K) * 2)})
+    assert len(eb.data) == 2
+    import pandas as pd
+    ex = plots.exploration_length_figure(pd.DataFrame({"variant": ["base", "base", "easy"],
+                                                       "exploration_end": [3.0, np.nan, 2.0]}))
+    assert "never: 1/2" in ex.data[0].name
+    rs = plots.rank_share_figure([0.7, 0.2, 0.1])
+    assert abs(shapes(rs, "chance")[0].y0 - 1 / 3) < 1e-9
