@@ -15,7 +15,7 @@ import torch
 from backend.errors import ModelFormatError, PromptTooLongError
 from backend.models import load_model
 from backend.models.checkpoint import save_checkpoint
-from conftest import GOLDEN, make_model
+from model_builders import GOLDEN, make_model
 
 REF = np.load(GOLDEN / "reference_steps.npz")
 
