@@ -12,12 +12,12 @@ appears on the left".
 Variants (the project's JSONL schema, see ``backend/items.py``):
 
 * base: answer = ``f^k(start)``; the three distractors are what a *shallower* (or slightly overshooting)
-  computation answers: ``f^(k-1), f^(k-2), ..., f^0 (= the start)``, then ``f^(k+1), f^(k+2)``, taken in that
+  computation answers: ``f^(k-1), f^(k-2), ..., f^0 (= the start)``, then ``f^(k+1), f^(k+2), ...``, taken in that
   order of preference;
 * easy: three entities of the pool that do not appear in the prompt at all;
 * nca: the answer replaced by the next chain entity in the same preference order (so no option is correct).
 
-Extra fields: ``hops`` (k), ``n_entities``, ``path`` (the entities f^0..f^(k+2)), ``split`` and ``fact_hash``.
+Extra fields: ``hops`` (k), ``n_entities``, ``path`` (the entities f^0..f^(k+3)), ``split`` and ``fact_hash``.
 
 Splits: an item belongs to the split given by a hash of its *fact set* (sorted facts): bucket 0 = test,
 1 = validation, 2..9 = train.  So train / validation / test never share a fact set, let alone an item, and
@@ -53,26 +53,31 @@ def split_of(facts: Iterable[str]) -> str:
 
 
 def question_text(facts: Sequence[str], start: str, hops: int) -> str:
-    return f"facts : {' ; '.join(facts)} . start : {start} . steps : {hops} ."
+    # The start entity is the last token: the model's next token is the answer (read at the last position).
+    return f"facts : {' ; '.join(facts)} . steps : {hops} . start : {start}"
 
 
-def draw_chain(rng: random.Random, hops: int, n_entities: int = 12) -> dict:
+def draw_chain(rng: random.Random, hops: int, n_entities: int = 8) -> dict:
     """One raw item: a random cycle, a start, the path and the answer (no split filtering)."""
-    if not 1 <= hops <= n_entities - 3:
-        raise ValueError(f"hops must be in 1..{n_entities - 3} for {n_entities} entities")
+    if n_entities < 7 or not 1 <= hops <= n_entities - 2:
+        raise ValueError(f"need n_entities >= 7 and hops in 1..{n_entities - 2}")
     ents = rng.sample(POOL, n_entities)  # the cycle, in chain order; ents[0] is the start
     facts = [f"{ents[i]} > {ents[(i + 1) % n_entities]}" for i in range(n_entities)]
     rng.shuffle(facts)
-    path = [ents[i % n_entities] for i in range(hops + 3)]
+    path = [ents[i % n_entities] for i in range(hops + 4)]  # wraps around the cycle
     return {"ents": ents, "facts": facts, "start": ents[0], "hops": hops, "path": path, "answer": path[hops]}
 
 
 def plausible_order(path: Sequence[str], hops: int) -> List[str]:
-    """Distractor candidates, most plausible first: shallower computations, then overshoots."""
-    return [path[j] for j in range(hops - 1, -1, -1)] + [path[hops + 1], path[hops + 2]]
+    """Distractor candidates, most plausible first: shallower computations, then overshoots (distinct)."""
+    out: List[str] = []
+    for x in [path[j] for j in range(hops - 1, -1, -1)] + [path[hops + 1], path[hops + 2], path[hops + 3]]:
+        if x != path[hops] and x not in out:
+            out.append(x)
+    return out
 
 
-def make_item(rng: random.Random, hops: int, n_entities: int = 12, item_id: str = "") -> dict:
+def make_item(rng: random.Random, hops: int, n_entities: int = 8, item_id: str = "") -> dict:
     raw = draw_chain(rng, hops, n_entities)
     cands = plausible_order(raw["path"], hops)
     absent = [w for w in POOL if w not in raw["ents"]]
@@ -93,8 +98,8 @@ def make_item(rng: random.Random, hops: int, n_entities: int = 12, item_id: str 
     }
 
 
-def generate(split: str, n: int, seed: int = 0, hops: Sequence[int] = tuple(range(2, 9)),
-             n_entities: int = 12, prefix: Optional[str] = None) -> List[dict]:
+def generate(split: str, n: int, seed: int = 0, hops: Sequence[int] = tuple(range(2, 7)),
+             n_entities: int = 8, prefix: Optional[str] = None) -> List[dict]:
     """``n`` items of ``split``, hop counts cycling through ``hops`` (balanced), deterministic in ``seed``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
