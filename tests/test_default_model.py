@@ -29,7 +29,7 @@ def test_shipped_files():
 
 
 @shipped
-@pytest.mark.xfail(strict=False, reason="acceptance not met yet: the shipped hopper-mini learned 1 hop only "
+@pytest.mark.xfail(strict=True, reason="acceptance not met yet: the shipped hopper-mini learned 1 hop only "
                    "(17% base accuracy at 30 steps on the test split; see its README). Remove this marker when a "
                    "model that passes is shipped.")
 def test_heldout_accuracy_at_30_steps():
