@@ -34,7 +34,6 @@ if "_looplens_init" not in ss:
     ss["variant"], ss["perm"] = view.variant, view.perm
     if view.q or view.opts:
         ss["source"] = "Your question"
-    common.warm_up_umap()
 else:
     for k in PERSISTENT:
         if k in ss:
@@ -65,3 +64,6 @@ pages = [
     st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
 ]
 st.navigation(pages).run()
+# Compile UMAP (numba, ~13 s of CPU) in the background only after the first page has rendered, so it never
+# competes with the first run the user is waiting for.
+common.warm_up_umap()
