@@ -1,4 +1,4 @@
-"""Synthetic multi-hop pointer-chasing items for the default looped model ("hopper-mini").
+"""Synthetic multi-hop pointer-chasing items ("hopper" task: an earlier default-model attempt, see data/models/cups-mini/README.md).
 
 Each item states a set of facts ``a > b`` that form ONE random cycle over ``n_entities`` entities (every entity
 appears exactly once on the left and once on the right of a fact, facts in random order), names a start entity

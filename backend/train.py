@@ -1,6 +1,6 @@
-"""Train the default looped model ("hopper-mini") on synthetic multi-hop pointer chasing.
+"""Train a looped model on synthetic multi-hop pointer chasing ("hopper": an earlier default-model attempt; the shipped default is cups-mini, see backend/cups.py).
 
-    python -m backend.train --out data/models/hopper-mini --seed 0     (defaults = the shipped model's run)
+    python -m backend.train --out DIR --seed 0     (defaults = the hopper-mini run recorded in the cups-mini model card)
 
 A Huginn-format model (prelude / core / coda, concat adapter, random initial state, RoPE) is trained at random
 depth, as Huginn was: every batch samples a number of recurrent steps r (log-normal Poisson around a mean that
