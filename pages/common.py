@@ -54,6 +54,21 @@ def get_model(name_or_path: str):
     return _load_model(name_or_path)
 
 
+def require_model(model, hint: str = ""):
+    """``(bundle, lock)`` for ``model``, or a message in the page and ``st.stop()`` (no model / a bad one)."""
+    if not model:
+        no_model_message()
+        st.stop()
+    entry = None
+    with guard(f"Model {model!r}"):
+        entry = get_model(model)
+    if entry is None:
+        if hint:
+            st.info(hint)
+        st.stop()
+    return entry
+
+
 @st.cache_resource
 def trace_store() -> dash.TraceStore:
     return dash.TraceStore(maxsize=96)

@@ -18,16 +18,9 @@ st.caption("Same stem, same correct answer: Base (plausible distractors), Easy (
            "answer-order permutations, with a 95% bootstrap band; every curve is in the item's original option order.")
 
 model = common.current_model()
-if not model:
-    common.no_model_message()
-    st.stop()
-settings = common.run_settings()
-entry = None
-with common.guard(f"Model {model!r}"):
-    entry = common.get_model(model)
-if entry is None:
-    st.stop()
+entry = common.require_model(model)
 bundle = entry[0]
+settings = common.run_settings()
 
 files = dash.benchmark_files(model)
 bench, bench_path = None, None

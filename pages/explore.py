@@ -27,17 +27,9 @@ st.caption("The belief over the answer options is decoded after every recurrent 
            "(a *coda lens*: nothing is trained for it).")
 
 model = common.current_model()
-if not model:
-    common.no_model_message()
-    st.stop()
-settings = common.run_settings()
-entry = None
-with common.guard(f"Model {model!r}"):
-    entry = common.get_model(model)
-if entry is None:
-    st.info("Pick another model in the sidebar (a shipped one, or a checkpoint directory).")
-    st.stop()
+entry = common.require_model(model, "Pick another model in the sidebar (a shipped one, or a checkpoint directory).")
 bundle = entry[0]
+settings = common.run_settings()
 
 # ---------------------------------------------------------------------------------------------- the question
 ss.setdefault("source", SOURCES[0])

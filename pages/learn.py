@@ -52,14 +52,7 @@ with tabs[0]:
                     "- A **backtrack** is a commitment to one answer, later replaced by a commitment to the final one.")
 
 model = dash.default_model()
-if not model:
-    common.no_model_message()
-    st.stop()
-entry = None
-with common.guard(f"Model {model!r}"):
-    entry = common.get_model(model)
-if entry is None:
-    st.stop()
+entry = common.require_model(model)
 bundle = entry[0]
 files = dash.benchmark_files(model)
 bench = None
