@@ -94,13 +94,7 @@ def cmd_trace(a) -> int:
     from .models import PromptTemplate, load_bundle
     from .trace import trace_items
 
-    template = None
-    if a.template:
-        try:
-            text = open(a.template, encoding="utf-8").read()
-        except OSError as exc:
-            raise UsageError(f"cannot read template {a.template}: {exc.strerror}") from None
-        template = PromptTemplate.from_json(text)
+    template = PromptTemplate.from_file(a.template) if a.template else None
     model_name = a.model
     if model_name is None:
         from .models import default_model_name

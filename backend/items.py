@@ -256,12 +256,21 @@ def parse_benchmark_lines(lines: Iterable[str], source: Optional[str] = None) ->
     return Benchmark(items, errors, source)
 
 
-def load_benchmark(path: Union[str, Path]) -> Benchmark:
+def read_benchmark_lines(path: Union[str, Path]) -> List[str]:
+    """The lines of a benchmark file; a missing, unreadable or non-UTF-8 file is a UsageError naming it."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UsageError(f"benchmark file not found: {p}")
+    if not p.is_file():
+        raise UsageError(f"not a file: {p}")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{p} is not UTF-8 text: a benchmark is a JSONL file") from None
-    return parse_benchmark_lines(text.splitlines(), source=str(p))
+    except OSError as exc:
+        raise UsageError(f"cannot read {p}: {exc.strerror or exc}") from None
+    return text.splitlines()
+
+
+def load_benchmark(path: Union[str, Path]) -> Benchmark:
+    return parse_benchmark_lines(read_benchmark_lines(path), source=str(Path(path)))

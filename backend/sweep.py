@@ -942,11 +942,7 @@ def spec_from_args(a) -> Tuple[SweepSpec, Tuple[int, int]]:
     if a.template:
         from .models import PromptTemplate
 
-        try:
-            text = open(a.template, encoding="utf-8").read()
-        except OSError as exc:
-            raise UsageError(f"cannot read template {a.template}: {exc.strerror}") from None
-        template = PromptTemplate.from_json(text).to_dict()
+        template = PromptTemplate.from_file(a.template).to_dict()
     spec = SweepSpec(model=model, benchmark=str(bench), out=a.out, variants=parse_variants(a.variants),
                      permutations=a.permutations, seeds=a.seeds, steps=a.steps, limit=a.limit,
                      base_seed=a.base_seed, init_scale=a.init_scale, template=template, device=a.device,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO, Tuple, Union
 
 from .errors import LoopLensError, UsageError
-from .items import DOMAINS, VARIANTS, BenchmarkItem, parse_benchmark_lines
+from .items import DOMAINS, VARIANTS, BenchmarkItem, parse_benchmark_lines, read_benchmark_lines
 
 MAX_OPTION_CHARS = 60
 MAX_QUESTION_CHARS = 300
@@ -207,27 +207,12 @@ def validate_lines(lines: Sequence[str], strict: bool = False) -> Tuple[List[Pro
     return problems, items
 
 
-def _read_lines(path: Union[str, Path]) -> List[str]:
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"benchmark file not found: {p}")
-    if not p.is_file():
-        raise UsageError(f"not a file: {p}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{p} is not UTF-8 text: a benchmark is a JSONL file") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {p}: {exc.strerror or exc}") from None
-    return text.splitlines()
-
-
 def validate_file(path: Union[str, Path], strict: bool = False) -> List[Problem]:
     """Every problem of the benchmark file at ``path`` (empty list = clean).
 
     Raises :class:`backend.errors.UsageError` if the file does not exist or cannot be read as UTF-8 text.
     """
-    return validate_lines(_read_lines(path), strict=strict)[0]
+    return validate_lines(read_benchmark_lines(path), strict=strict)[0]
 
 
 def domain_counts(items: Sequence[BenchmarkItem]) -> Dict[str, int]:
@@ -240,7 +225,7 @@ def domain_counts(items: Sequence[BenchmarkItem]) -> Dict[str, int]:
 def main(path: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr, strict: bool = False) -> int:
     """Validate ``path``; print each problem (or an OK summary). 0 = clean, 1 = problems, 2 = unreadable."""
     try:
-        problems, items = validate_lines(_read_lines(path), strict=strict)
+        problems, items = validate_lines(read_benchmark_lines(path), strict=strict)
     except LoopLensError as exc:
         print(f"error: {exc}", file=err)
         return 2

@@ -66,6 +66,15 @@ class PromptTemplate:
         return cls(**{"name": "custom", **d})
 
     @classmethod
+    def from_file(cls, path) -> "PromptTemplate":
+        """A template from a JSON file; an unreadable file or bad JSON is a UsageError naming it."""
+        try:
+            text = open(path, encoding="utf-8").read()
+        except OSError as exc:
+            raise UsageError(f"cannot read template {path}: {exc.strerror}") from None
+        return cls.from_json(text)
+
+    @classmethod
     def from_json(cls, text: str) -> "PromptTemplate":
         try:
             return cls.from_dict(json.loads(text))
