@@ -54,6 +54,19 @@ def get_model(name_or_path: str):
     return _load_model(name_or_path)
 
 
+def pick_benchmark(files, where=st):
+    """A benchmark selectbox (in ``where``, e.g. a column) over ``files``; returns (Benchmark or None, path)."""
+    names = [f.name for f in files]
+    if st.session_state.get("bench") not in names:
+        st.session_state["bench"] = names[0]
+    where.selectbox("Benchmark", names, key="bench")
+    path = dash.BENCHMARKS_DIR / st.session_state["bench"]
+    bench = None
+    with guard("Benchmark"):
+        bench = load_benchmark(path)
+    return bench, path
+
+
 def require_model(model, hint: str = ""):
     """``(bundle, lock)`` for ``model``, or a message in the page and ``st.stop()`` (no model / a bad one)."""
     if not model:

@@ -26,13 +26,7 @@ files = dash.benchmark_files(model)
 bench, bench_path = None, None
 c1, c2, c3, c4 = st.columns([2, 3, 1, 1])
 if files:
-    names = [f.name for f in files]
-    if ss.get("bench") not in names:
-        ss["bench"] = names[0]
-    c1.selectbox("Benchmark", names, key="bench")
-    bench_path = dash.BENCHMARKS_DIR / ss["bench"]
-    with common.guard("Benchmark"):
-        bench = common.load_benchmark(bench_path)
+    bench, bench_path = common.pick_benchmark(files, c1)
 else:
     c1.info("No benchmark in data/benchmarks: using a built-in example.")
     bench = Benchmark([dash.EXAMPLE_ITEM], source="built-in example")

@@ -54,13 +54,7 @@ with left:
             st.info("No benchmark file in data/benchmarks yet: showing a built-in example item.")
             bench = Benchmark([dash.EXAMPLE_ITEM], source="built-in example")
         else:
-            names = [f.name for f in files]
-            if ss.get("bench") not in names:
-                ss["bench"] = names[0]
-            st.selectbox("Benchmark", names, key="bench")
-            bench_path = dash.BENCHMARKS_DIR / ss["bench"]
-            with common.guard("Benchmark"):
-                bench = common.load_benchmark(bench_path)
+            bench, bench_path = common.pick_benchmark(files)
     elif src == "Upload JSONL":
         up = st.file_uploader("Benchmark JSONL (one item per line)", type=["jsonl", "json", "txt"], key="upload",
                               help=f"Up to {dash.MAX_UPLOAD_BYTES // 2**20} MB. Fields: id, question, answer, "
