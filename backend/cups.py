@@ -207,18 +207,17 @@ def train(out: Path, minutes: float = 20.0, max_steps: int = 20000, seed: int = 
         L, Q = x.shape[1], y.shape[1]
         q0 = L - Q  # first question position (the start cup)
         r = rng.randint(1, Q + 4)  # random depth, enough to reach the end of the question and beyond
-        ctx = model.context(x, None)
-        e = model.embed(x, ctx)
-        s = model.initial_state(e, 1.0, [rng.randrange(2**31) for _ in range(batch)])
+        prompt = model.encode(x)
+        s = model.initial_state(prompt, 1.0, [rng.randrange(2**31) for _ in range(batch)])
         with torch.no_grad():
             for _ in range(max(0, r - bptt)):
-                s = model.core_step(s, e, ctx)
+                s = model.step(s, prompt)
         s = s.detach()
         loss, cnt = 0.0, 0
         for t in range(max(1, r - bptt + 1), r + 1):
-            s = model.core_step(s, e, ctx)
+            s = model.step(s, prompt)
             k = min(t, Q)  # question positions inside the propagation front after t steps
-            logits = model.full_logits(s, ctx)[:, q0:q0 + k]
+            logits = model.readout_all(s, prompt)[:, q0:q0 + k]
             loss = loss + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[:, :k].reshape(-1))
             cnt += 1
         loss = loss / cnt

@@ -23,18 +23,11 @@ from .errors import LoopLensError, UsageError
 from .items import MAX_OPTIONS, MIN_OPTIONS, VARIANTS, Benchmark, BenchmarkItem, Item, load_benchmark, \
     parse_benchmark_lines
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS_DIR = REPO_ROOT / "data" / "benchmarks"
-RESULTS_DIR = REPO_ROOT / "data" / "results"
-DEFAULT_MODEL_ENV = "LOOPLENS_DEFAULT_MODEL"
-THREADS_ENV = "LOOPLENS_TORCH_THREADS"
+from .settings import (BENCHMARKS_DIR, DEFAULT_N_SEEDS, DEFAULT_PERMUTATIONS, DEFAULT_SEED, DEFAULT_STEPS,  # noqa: E402
+                       ENV_DEFAULT_MODEL as DEFAULT_MODEL_ENV, ENV_TORCH_THREADS as THREADS_ENV, LETTERS, REPO_ROOT,
+                       RESULTS_DIR)
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # uploaded benchmark files (the server's own limit is in .streamlit/config.toml)
 MAX_UPLOAD_LINES = 5000
-DEFAULT_STEPS = 30
-DEFAULT_SEED = 0
-DEFAULT_N_SEEDS = 5
-DEFAULT_PERMUTATIONS = 25
-LETTERS = "ABCDEFGHIJ"
 
 # Shown when no benchmark file exists yet, so the app always opens with a question loaded.
 EXAMPLE_ITEM = BenchmarkItem(

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import UsageError
 
-MIN_OPTIONS, MAX_OPTIONS = 2, 10
+from .settings import MAX_OPTIONS, MIN_OPTIONS  # noqa: E402,F401  (re-exported)
 VARIANTS = ("base", "easy", "nca")
 DOMAINS = ("factual", "definition", "logic", "arithmetic", "misleading")
 REQUIRED_FIELDS = ("id", "question", "answer", "distractors")

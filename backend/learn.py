@@ -20,7 +20,7 @@ from .errors import LoopLensError, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LEARN_DIR = REPO_ROOT / "data" / "learn"
-LETTERS = "ABCDEFGHIJ"
+from .settings import LETTERS  # noqa: E402
 KINDS = ("exploration", "commitment", "convergence", "backtrack", "nca")
 TITLES = {
     "exploration": "Exploration: several answers are tried",

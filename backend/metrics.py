@@ -12,9 +12,7 @@ import numpy as np
 
 from .errors import UsageError
 
-KL_THRESHOLD = 0.01
-KL_WINDOW = 3
-RUN_LENGTH = 3
+from .settings import KL_THRESHOLD, KL_WINDOW, RUN_LENGTH  # noqa: F401  (re-exported)
 # Probabilities are clipped to this floor inside logarithms so that a KL stays finite when a belief is exactly 0.
 LOG_FLOOR = 1e-12
 

@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 
 from .metrics import KL_THRESHOLD, TrajectoryMetrics
 
-LETTERS = "ABCDEFGHIJ"
+from .settings import LETTERS  # noqa: E402
 # Plotly's D3 palette: 10 distinct colours, one per option letter.
 OPTION_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf"]

@@ -34,7 +34,7 @@ from .errors import LoopLensError, UsageError
 SCHEMA = "looplens.report/1"
 N_BOOT = 2000
 CI = 0.95
-LETTERS = "ABCDEFGHIJ"
+from .settings import LETTERS  # noqa: E402
 NULLABLE_INT = ("correct", "correct_original", "exploration_end", "destination", "frontrunner")
 NULLABLE_BOOL = ("is_correct",)
 SIM_KEYS = {"base": "distractor_ranks", "nca": "nca_distractor_ranks", "easy": "easy_ranks"}

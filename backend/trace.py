@@ -20,7 +20,7 @@ from .items import Item
 from .metrics import TrajectoryMetrics, analyze_trajectory
 from .models import LoadedModel, PromptTemplate, resolve_option_tokens
 
-MIN_STEPS, MAX_STEPS, DEFAULT_STEPS = 1, 256, 30
+from .settings import DEFAULT_STEPS, MAX_STEPS, MIN_STEPS  # noqa: F401  (re-exported)
 TOP_K = 10
 SCHEMA = "looplens.trace/1"
 # Instances per forward: bounded by the activations of one batch (B x S x E floats, a few copies live at once).

@@ -37,7 +37,7 @@ if rp is None:
     st.markdown(HOWTO)
     st.stop()
 
-RESULTS_ROOTS_ENV = "LOOPLENS_RESULTS_ROOTS"
+from backend.settings import ENV_RESULTS_ROOTS as RESULTS_ROOTS_ENV  # noqa: E402
 
 
 def _allowed(p: Path) -> bool:

@@ -44,7 +44,7 @@ def test_letter_tokens_cover_every_single_token_spelling(tiny_bundle):
 def test_one_forward_per_trace(tiny_bundle, monkeypatch):
     calls = {"core": 0, "prelude": 0}
     model = tiny_bundle.model
-    orig_core, orig_embed = model.core_step, model.embed
+    orig_core, orig_embed = model.step, model.encode
 
     def core(*a, **k):
         calls["core"] += 1
@@ -54,8 +54,8 @@ def test_one_forward_per_trace(tiny_bundle, monkeypatch):
         calls["prelude"] += 1
         return orig_embed(*a, **k)
 
-    monkeypatch.setattr(model, "core_step", core)
-    monkeypatch.setattr(model, "embed", embed)
+    monkeypatch.setattr(model, "step", core)
+    monkeypatch.setattr(model, "encode", embed)
     trace_items(tiny_bundle, [Q.permuted(k) for k in range(6)], 30, seeds=0)
     assert calls == {"core": 30, "prelude": 1}  # O(K): never a re-run per step, one batch for 6 instances
 

@@ -22,9 +22,7 @@ from .huginn import HuginnConfig, HuginnModel
 from .prompting import (BUILTIN_TEMPLATES, HUGINN_CHAT, LETTERS, PLAIN, OptionTokens, PromptTemplate,
                         resolve_option_tokens, template_for)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MODELS_DIR = REPO_ROOT / "data" / "models"
-ROOTS_ENV = "LOOPLENS_MODEL_ROOTS"
+from ..settings import ENV_MODEL_ROOTS as ROOTS_ENV, MODELS_DIR, REPO_ROOT  # noqa: E402
 
 __all__ = [
     "HuginnConfig", "HuginnModel", "LoadedModel", "OptionTokens", "PromptTemplate", "HUGINN_CHAT", "PLAIN",

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import PromptTooLongError
 
 SeedArg = Union[None, int, Sequence[int]]
 
@@ -197,6 +199,18 @@ class Context:
 
 
 @dataclass
+class Prompt:
+    """An encoded prompt: the prelude's output ``e`` and what every step needs to attend over it."""
+
+    e: torch.Tensor  # [B, S, E]
+    ctx: Context
+    attention_mask: Optional[torch.Tensor]  # [B, S] (1 = real token, left padding) or None
+
+
+StateHook = Callable[[int, torch.Tensor, "Prompt"], Optional[torch.Tensor]]
+
+
+@dataclass
 class StepOutput:
     """What one recurrent step yields: the step number, the state and the last-position readout."""
 
@@ -235,12 +249,18 @@ class HuginnModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.transformer.wte.weight.dtype
 
-    def context(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> Context:
+    def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> "Prompt":
+        """Run the prelude once: the prompt's embedding ``e`` and its positional context, reused by every step."""
+        ctx = self._context(input_ids, attention_mask)
+        x = self.transformer.wte(input_ids) * self.config.gamma
+        for block in self.transformer.prelude:
+            x = block(x, ctx)
+        return Prompt(e=x, ctx=ctx, attention_mask=attention_mask)
+
+    def _context(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> Context:
         B, S = input_ids.shape
         dev = input_ids.device
         if S > self.config.block_size:
-            from ..errors import PromptTooLongError
-
             raise PromptTooLongError(
                 f"the prompt has {S} tokens but the model's context (block_size) is {self.config.block_size}: "
                 "shorten the question or options"
@@ -263,25 +283,14 @@ class HuginnModel(nn.Module):
         cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_base)
         return Context(cos=cos, sin=sin, mask=mask, last_mask=last_mask)
 
-    def embed(self, input_ids: torch.Tensor, ctx: Context) -> torch.Tensor:
-        x = self.transformer.wte(input_ids) * self.config.gamma
-        for block in self.transformer.prelude:
-            x = block(x, ctx)
-        return x
-
-    def initial_state(
-        self,
-        like: torch.Tensor,
-        init_scale: float,
-        seed: SeedArg,
-        attention_mask: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
+    def initial_state(self, prompt: "Prompt", init_scale: float = 1.0, seed: SeedArg = None) -> torch.Tensor:
         """s_0: truncated normal (+-3 std), std = init_values.std * init_scale, times gamma; zeros for scale 0.
 
         Noise is drawn on the CPU in float32 from an explicit generator, one generator per row, for that row's
         real (unpadded) positions only: a row gets the same s_0 alone or inside a padded batch, on any device.
         ``seed`` is one int (every row uses it), one int per row, or None (a fresh random seed).
         """
+        like, attention_mask = prompt.e, prompt.attention_mask
         B, S, E = like.shape
         if init_scale == 0.0 or self.config.init_std == 0.0:
             return torch.zeros_like(like)
@@ -303,13 +312,14 @@ class HuginnModel(nn.Module):
             out[i, S - int(n):] = noise
         return (out * self.config.gamma).to(device=like.device, dtype=like.dtype)
 
-    def core_step(self, state: torch.Tensor, e: torch.Tensor, ctx: Context) -> torch.Tensor:
-        x = self.transformer.adapter(torch.cat([state, e], dim=-1))
+    def step(self, state: torch.Tensor, prompt: "Prompt") -> torch.Tensor:
+        """One recurrent iteration: s_t = core(adapter([s_{t-1}, e]))."""
+        x = self.transformer.adapter(torch.cat([state, prompt.e], dim=-1))
         for block in self.transformer.core_block:
-            x = block(x, ctx)
+            x = block(x, prompt.ctx)
         return x
 
-    def readout(self, state: torch.Tensor, ctx: Context) -> torch.Tensor:
+    def readout(self, state: torch.Tensor, prompt: "Prompt") -> torch.Tensor:
         """Log-probs [B, V] (float32) at the last position: ln_f(coda(ln_f(s))) @ wte^T.
 
         Identical to running the coda on every position and reading the last one; the last coda layer is
@@ -318,18 +328,18 @@ class HuginnModel(nn.Module):
         x = self.transformer.ln_f(state)
         coda = self.transformer.coda
         for i, block in enumerate(coda):
-            x = block(x, ctx, last_only=(i == len(coda) - 1))
+            x = block(x, prompt.ctx, last_only=(i == len(coda) - 1))
         if len(coda) == 0:
             x = x[:, -1:]
         h = self.transformer.ln_f(x[:, -1])
         logits = F.linear(h.float(), self.lm_head.weight.float()) if h.dtype != torch.float32 else self.lm_head(h)
         return torch.log_softmax(logits.float(), dim=-1)
 
-    def full_logits(self, state: torch.Tensor, ctx: Context) -> torch.Tensor:
-        """Logits [B, S, V] at every position (training and reference checks)."""
+    def readout_all(self, state: torch.Tensor, prompt: "Prompt") -> torch.Tensor:
+        """Logits [B, S, V] (float32) at every position (training and reference checks)."""
         x = self.transformer.ln_f(state)
         for block in self.transformer.coda:
-            x = block(x, ctx)
+            x = block(x, prompt.ctx)
         return self.lm_head(self.transformer.ln_f(x)).float()
 
     # ------------------------------------------------------------------ public API
@@ -343,23 +353,29 @@ class HuginnModel(nn.Module):
         seed: SeedArg = None,
         attention_mask: Optional[torch.Tensor] = None,
         readout_every_step: bool = True,
+        state_hook: Optional[StateHook] = None,
     ) -> Iterator[StepOutput]:
         """Run the recurrence and yield each step's state and last-position readout, one step at a time.
 
-        With ``readout_every_step=False`` only the last step is read out (a plain K-step forward).
+        ``state_hook(t, state, prompt)`` (optional) may return a replacement for s_t before step t's readout
+        (interventions); returning None keeps the state.  With ``readout_every_step=False`` only the last step
+        is read out (a plain K-step forward).
         """
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         input_ids = input_ids.to(self.device)
         if attention_mask is not None:
             attention_mask = attention_mask.to(self.device)
-        ctx = self.context(input_ids, attention_mask)
-        e = self.embed(input_ids, ctx)
-        state = self.initial_state(e, init_scale, seed, attention_mask)
+        prompt = self.encode(input_ids, attention_mask)
+        state = self.initial_state(prompt, init_scale, seed)
         for t in range(1, num_steps + 1):
-            state = self.core_step(state, e, ctx)
+            state = self.step(state, prompt)
+            if state_hook is not None:
+                replaced = state_hook(t, state, prompt)
+                if replaced is not None:
+                    state = replaced
             if readout_every_step or t == num_steps:
-                yield StepOutput(step=t, state=state, logprobs=self.readout(state, ctx))
+                yield StepOutput(step=t, state=state, logprobs=self.readout(state, prompt))
 
     def step_logprobs(
         self,
@@ -379,21 +395,6 @@ class HuginnModel(nn.Module):
             input_ids, num_steps, init_scale=init_scale, seed=seed, attention_mask=attention_mask)]
         return torch.stack(outs, dim=1)
 
-    def final_logprobs(
-        self,
-        input_ids: torch.Tensor,
-        num_steps: int,
-        *,
-        init_scale: float = 1.0,
-        seed: SeedArg = None,
-        attention_mask: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """A plain forward with num_steps steps, read out once at the end: [B, V]."""
-        (last,) = list(self.iterate_steps(
-            input_ids, num_steps, init_scale=init_scale, seed=seed, attention_mask=attention_mask,
-            readout_every_step=False))
-        return last.logprobs
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -404,12 +405,11 @@ class HuginnModel(nn.Module):
         attention_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Full-sequence logits [B, S, V] after num_steps steps (with gradients; used by training)."""
-        ctx = self.context(input_ids, attention_mask)
-        e = self.embed(input_ids, ctx)
-        state = self.initial_state(e, init_scale, seed, attention_mask)
+        prompt = self.encode(input_ids, attention_mask)
+        state = self.initial_state(prompt, init_scale, seed)
         for _ in range(num_steps):
-            state = self.core_step(state, e, ctx)
-        return self.full_logits(state, ctx)
+            state = self.step(state, prompt)
+        return self.readout_all(state, prompt)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -14,14 +14,13 @@ A template is a small JSON object, shown and editable in the UI:
 from __future__ import annotations
 
 import json
-import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Sequence
 
 from ..errors import LoopLensError, UsageError
 
-LETTERS = string.ascii_uppercase[:10]
+from ..settings import LETTERS  # noqa: E402
 TEMPLATE_FILE = "prompt_template.json"
 
 
