@@ -13,7 +13,6 @@ import numpy as np
 from .errors import UsageError
 
 from .settings import KL_THRESHOLD, KL_WINDOW, RUN_LENGTH  # noqa: F401  (re-exported)
-from .stats import bootstrap_ci  # noqa: F401  (the bands below; re-exported)
 # Probabilities are clipped to this floor inside logarithms so that a KL stays finite when a belief is exactly 0.
 LOG_FLOOR = 1e-12
 
@@ -186,24 +185,3 @@ def analyze_trajectory(
         frontrunner=commitments[0].option if commitments else None,
         params={"kl_threshold": kl_threshold, "kl_window": kl_window, "run_length": run_length},
     )
-
-
-# ---------------------------------------------------------------------------------------------- aggregates
-def entropy_band(probs_stack, n_boot: int = 2000, ci: float = 0.95, seed: int = 0, normalise: bool = False):
-    """Mean per-step entropy over instances (e.g. permutations) with a bootstrap interval.
-
-    ``probs_stack``: [instances, steps, n_options].  Returns (mean[T], low[T], high[T]).
-    """
-    ps = np.asarray(probs_stack, dtype=np.float64)
-    if ps.ndim != 3:
-        raise UsageError(f"probs_stack must be [instances, steps, options], got shape {ps.shape}")
-    H = np.stack([entropy(p) for p in ps])
-    if normalise:
-        H = H / np.log(ps.shape[2])
-    return bootstrap_ci(H, n_boot=n_boot, ci=ci, seed=seed)
-
-
-def belief_band(probs_stack, n_boot: int = 2000, ci: float = 0.95, seed: int = 0):
-    """Mean belief per step and option over instances, with bootstrap interval: 3 arrays [T, n]."""
-    ps = np.asarray(probs_stack, dtype=np.float64)
-    return bootstrap_ci(ps, n_boot=n_boot, ci=ci, seed=seed)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from backend.errors import UsageError
-from backend.metrics import Run, analyze_trajectory, entropy, entropy_band, exploration_end, step_kl
+from backend.metrics import Run, analyze_trajectory, entropy, exploration_end, step_kl
 
 
 def onehotish(seq, n=4, peak=0.7):
@@ -145,10 +145,3 @@ def test_summary_is_json_friendly():
     m = analyze_trajectory(onehotish([0, 3, 3, 3, 1, 2, 2, 2, 2]), correct=2)
     s = json.loads(json.dumps(m.summary()))
     assert s["backtracked"] is True and s["abandoned"] == [3] and s["commitments"][0] == {"option": 3, "start": 2, "end": 4}
-
-
-def test_entropy_band_over_permutations():
-    stack = np.stack([onehotish([0] * 5, peak=0.4 + 0.1 * k) for k in range(5)])
-    mean, lo, hi = entropy_band(stack)
-    assert mean.shape == (5,) and np.all(lo <= mean) and np.all(mean <= hi)
-    assert mean[0] == pytest.approx(np.mean([entropy(s)[0] for s in stack]))
