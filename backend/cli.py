@@ -17,7 +17,7 @@ from .items import Item, load_benchmark
 from .models import PromptTemplate, default_model_name, load_bundle
 from .report import compute_report, load_results, save_report, to_json, to_markdown
 from .settings import BENCHMARKS_DIR, DEFAULT_PERMUTATIONS, DEFAULT_STEPS, LETTERS, MAX_STEPS, MIN_STEPS
-from .stats import N_BOOT
+from .stats import MAX_N_BOOT, N_BOOT
 from .sweep import DEFAULT_CHUNK, SweepSpec, parse_shard, parse_variants, run_sweep
 from .trace import check_steps, trace_items
 
@@ -163,8 +163,16 @@ def _add_report(sub):
 
 
 def cmd_report(a) -> int:
-    if a.n_boot < 1:
-        raise UsageError(f"--n-boot must be >= 1, got {a.n_boot}")
+    if not 1 <= a.n_boot <= MAX_N_BOOT:
+        raise UsageError(f"--n-boot must be between 1 and {MAX_N_BOOT}, got {a.n_boot}")
+    if not 0 <= a.seed < 2**63:
+        raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {a.seed}")
+    if a.out is not None:
+        if not a.out.strip():
+            raise UsageError("--out is empty: give a file name")
+        if Path(a.out).is_dir():
+            raise UsageError(f"--out {a.out} is a directory: give a file name (or --save DIR for report.md and "
+                             "report.json)")
     df = load_results(a.dir)
     sim = similarity.load_similarity(a.similarity) if a.similarity else None
     rep = compute_report(df, similarity=sim, n_boot=a.n_boot, seed=a.seed)
@@ -173,7 +181,10 @@ def cmd_report(a) -> int:
         print(f"wrote {md} and {js}", file=sys.stderr)
     text = to_markdown(rep) if a.format == "md" else to_json(rep)
     if a.out:
-        Path(a.out).write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
+        try:
+            Path(a.out).write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
+        except OSError as exc:
+            raise LoopLensError(f"cannot write {a.out}: {exc.strerror or exc}") from None
     elif not a.save:
         print(text)
     return 0

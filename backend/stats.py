@@ -30,6 +30,7 @@ from scipy import stats as _sps
 from .errors import UsageError
 
 N_BOOT = 2000  # bootstrap replicates (reports and bands)
+MAX_N_BOOT = 100_000  # more replicates change nothing visible and only cost memory ([n_boot, n_items] weights)
 CI = 0.95      # confidence level of every interval
 
 

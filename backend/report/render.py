@@ -140,11 +140,21 @@ def to_json(rep: dict) -> str:
 
 def save_report(rep: dict, directory: Union[str, Path]) -> Tuple[Path, Path]:
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    if d.exists() and not d.is_dir():
+        raise UsageError(f"{d} is a file: give a directory to save report.md and report.json in")
     md, js = d / "report.md", d / "report.json"
-    md.write_text(to_markdown(rep), encoding="utf-8")
-    js.write_text(to_json(rep) + "\n", encoding="utf-8")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        md.write_text(to_markdown(rep), encoding="utf-8")
+        js.write_text(to_json(rep) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise LoopLensError(f"cannot write the report into {d}: {exc.strerror or exc}") from None
     return md, js
+
+
+# The top-level fields a saved report must have, with their types (checked before anything renders them).
+REPORT_SHAPE = {"meta": dict, "headline": list, "groups": list, "exploration": dict, "seed_noise": dict,
+                "position_bias": dict, "entropy_curves": list, "exploration_hist": dict, "destinations": list}
 
 
 def load_report(path: Union[str, Path]) -> dict:
@@ -156,10 +166,17 @@ def load_report(path: Union[str, Path]) -> dict:
         raise UsageError(f"no report at {p}")
     try:
         rep = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LoopLensError(f"{p} is not a valid report ({exc})") from None
-    if rep.get("schema") != SCHEMA:
-        raise LoopLensError(f"{p} is not a LoopLens report (schema {rep.get('schema')!r})")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise LoopLensError(f"{p} is not a valid report ({str(exc).splitlines()[0][:120]})") from None
+    except OSError as exc:
+        raise LoopLensError(f"cannot read {p}: {exc.strerror or exc}") from None
+    if not isinstance(rep, dict) or rep.get("schema") != SCHEMA:
+        schema = rep.get("schema") if isinstance(rep, dict) else None
+        raise LoopLensError(f"{p} is not a LoopLens report (schema {str(schema)[:40]!r}; expected {SCHEMA!r})")
+    for key, typ in REPORT_SHAPE.items():
+        if not isinstance(rep.get(key), typ):
+            raise LoopLensError(f"{p} is a damaged or foreign report: {key!r} is missing or not a "
+                                f"{typ.__name__}; make it again with python -m backend report DIR --save DIR")
     return rep
 
 

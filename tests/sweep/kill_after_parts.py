@@ -21,7 +21,7 @@ def main() -> int:
         if len(written) >= n:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    local.run_sweep = functools.partial(local.run_sweep, after_part=after_part)
+    cli.run_sweep = functools.partial(local.run_sweep, after_part=after_part)
     return cli.main(sys.argv[2:])
 
 
