@@ -53,11 +53,28 @@ def cmd_validate(a) -> int:
     return validate_main(a.file, strict=a.strict)
 
 
+def _add_convert(sub):
+    p = sub.add_parser("convert", help="convert a checkpoint's pytorch_model.bin (a pickle) into model.safetensors "
+                       "beside it, once (read with torch.load(weights_only=True); every expected tensor checked)")
+    p.add_argument("dir", help="the checkpoint directory (config.json + pytorch_model.bin or model.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model.safetensors")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(a) -> int:
+    from .models.convert import convert_checkpoint
+
+    out = convert_checkpoint(a.dir, overwrite=a.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); it loads without the pickle, which may now be removed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m backend", description="LoopLens: watch a looped language model think.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_trace(sub)
     _add_validate(sub)
+    _add_convert(sub)
     for hook in EXTRA_COMMANDS:
         hook(sub)
     return parser

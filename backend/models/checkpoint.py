@@ -22,6 +22,9 @@ from safetensors.torch import save_file
 from ..errors import ModelFormatError
 from .base import LoopedConfig, LoopedModel
 from .huginn import HuginnConfig, HuginnModel
+from .ouro import OuroConfig, OuroModel
+from .parcae import ParcaeConfig, ParcaeModel
+from .retrofit import RetrofitConfig, RetrofitModel
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -32,6 +35,9 @@ LOADABLE_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 # family name -> (config class, model class)
 FAMILIES: Dict[str, Tuple[Type[LoopedConfig], Type[LoopedModel]]] = {
     "huginn": (HuginnConfig, HuginnModel),
+    "retrofit": (RetrofitConfig, RetrofitModel),
+    "ouro": (OuroConfig, OuroModel),
+    "parcae": (ParcaeConfig, ParcaeModel),
 }
 
 Header = Dict[str, Tuple[Tuple[int, ...], str]]  # tensor name -> (shape, safetensors dtype)
@@ -92,9 +98,7 @@ def detect_family(raw: dict, where: str = CONFIG_FILE, tensor_names=None) -> str
 def parse_config(raw: dict, where: str = CONFIG_FILE, tensor_names=None) -> LoopedConfig:
     """Validate a config dict and return its family's config; refuse anything not implemented (naming the key)."""
     family = detect_family(raw, where, tensor_names)
-    if family not in FAMILIES:
-        raise ModelFormatError(f"{where}: the {family} format is recognised but not implemented yet")
-    return FAMILIES[family][0].from_config_dict(raw, where)
+    return FAMILIES[family][0].from_config_dict(raw, where, tensor_names)
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -237,7 +241,7 @@ def load_checkpoint(path, device="cpu", dtype=torch.float32) -> LoopedModel:
         if not torch.isfinite(t).all():
             raise ModelFormatError(f"{path}: tensor {name} contains NaN or infinite values")
     if tied:
-        state["lm_head.weight"] = state["transformer.wte.weight"]
+        state["lm_head.weight"] = state[model.EMBED_KEY]
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
     return model.eval()
