@@ -231,20 +231,58 @@ def load_checkpoint(path, device="cpu", dtype=torch.float32) -> LoopedModel:
     for name in expected:
         by_file.setdefault(files[name], []).append(name)
     for f, names in by_file.items():
-        try:
-            with safe_open(str(f), framework="pt", device="cpu") as fh:
-                for name in names:
-                    state[name] = fh.get_tensor(name).to(device=device, dtype=dtype)
-        except Exception as exc:
-            raise ModelFormatError(f"could not read {f.name}: {exc}") from None
+        state.update(read_tensors(f, names, dtype=dtype, device=device))
     for name, t in state.items():
-        if not torch.isfinite(t).all():
+        if not all_finite(t):
             raise ModelFormatError(f"{path}: tensor {name} contains NaN or infinite values")
     if tied:
         state["lm_head.weight"] = state[model.EMBED_KEY]
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
     return model.eval()
+
+
+def all_finite(t: torch.Tensor, chunk: int = 2**22) -> bool:
+    """``isfinite(t).all()`` in slices, so that checking a 1 GB embedding needs no 1 GB temporary."""
+    flat = t.reshape(-1)
+    return all(bool(torch.isfinite(part).all()) for part in flat.split(chunk))
+
+
+TORCH_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def read_tensors(f: Path, names, dtype=torch.float32, device="cpu") -> Dict[str, torch.Tensor]:
+    """Read the named tensors of one safetensors file (already checked by :func:`read_header`), one at a time,
+    straight into CPU memory and cast to ``dtype``.
+
+    Plain reads, not a memory map: a memory-mapped file keeps every page it touched resident (and counted in
+    the process's RSS) until it is closed, next to the converted copy.  Read this way, a tensor already in
+    ``dtype`` is read into its final buffer, and a converted one lives in its source dtype only until cast, so
+    the peak is the model plus one tensor."""
+    out: Dict[str, torch.Tensor] = {}
+    try:
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+            base = 8 + n
+            for name in names:
+                entry = header[name]
+                begin, end = entry["data_offsets"]
+                buf = torch.empty(entry["shape"], dtype=TORCH_DTYPES[entry["dtype"]])
+                raw = buf.reshape(-1).view(torch.uint8).numpy()
+                if raw.nbytes != end - begin:
+                    raise ValueError(f"tensor {name}: {end - begin} bytes stored for {raw.nbytes} expected")
+                fh.seek(base + begin)
+                view, got = memoryview(raw), 0
+                while got < raw.nbytes:
+                    k = fh.readinto(view[got:])
+                    if not k:
+                        raise ValueError(f"tensor {name}: the file ends early")
+                    got += k
+                out[name] = buf.to(device=device, dtype=dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelFormatError(f"could not read {f.name}: {exc}") from None
+    return out
 
 
 def checkpoint_state_dict(model: LoopedModel, dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
