@@ -15,6 +15,7 @@ from . import similarity, validate
 from .errors import LoopLensError, UsageError
 from .items import Item, load_benchmark
 from .models import PromptTemplate, default_model_name, load_bundle
+from .models.convert import convert_checkpoint
 from .report import compute_report, load_results, save_report, to_json, to_markdown
 from .settings import BENCHMARKS_DIR, DEFAULT_PERMUTATIONS, DEFAULT_STEPS, LETTERS, MAX_STEPS, MIN_STEPS
 from .stats import MAX_N_BOOT, N_BOOT
@@ -80,6 +81,20 @@ def cmd_similarity(a) -> int:
     return 0
 
 
+def _add_convert(sub):
+    p = sub.add_parser("convert", help="convert a checkpoint's pytorch_model.bin (a pickle) into model.safetensors "
+                       "beside it, once (read with torch.load(weights_only=True); every expected tensor checked)")
+    p.add_argument("dir", help="the checkpoint directory (config.json + pytorch_model.bin or model.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model.safetensors")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(a) -> int:
+    out = convert_checkpoint(a.dir, overwrite=a.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); it loads without the pickle, which may now be removed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m backend", description="LoopLens: watch a looped language model think.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -88,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_similarity(sub)
     _add_sweep(sub)
     _add_report(sub)
+    _add_convert(sub)
     return parser
 
 
