@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from backend import cups
+from backend.cli import main as cli_main
 from backend.items import BenchmarkItem, load_benchmark
 from backend.models import load_bundle, load_model
 
@@ -60,8 +61,8 @@ def test_variants_have_the_paper_design():
 
 
 def test_training_smoke(tmp_path):
-    cups.main(["train", "--out", str(tmp_path), "--max-steps", "3", "--eval-every", "3", "--d", "32",
-               "--no-progress"])
+    assert cli_main(["train", "cups-mini", "--out", str(tmp_path), "--max-steps", "3", "--eval-every", "3",
+                     "--d", "32", "--quiet"]) == 0
     model = load_model(tmp_path)
     assert model.config.n_embd == 32 and model.config.n_layers_in_recurrent_block == 1
     bundle = load_bundle(tmp_path)
