@@ -200,6 +200,7 @@ class Batch:
     target: torch.Tensor
     ready: torch.Tensor
     depth: int  # steps after which every supervised position is ready
+    group: Optional[torch.Tensor] = None  # [B, S] loss group of each position (each group weighs the same)
 
 
 @dataclass
@@ -210,12 +211,15 @@ class CupsTask:
     start cup) is trained towards the ball's cup after j-1 swaps when t >= j+1.  At ``?`` the answer (the final
     cup with ``readout="option"``; its option letter with ``"letter"``, uniform over the letters when no option is
     correct) is trained once t reaches the end of the question.  ``option_letters``: each option token is also
-    trained towards its own letter from step 1 (teaches the letter lookup early)."""
+    trained towards its own letter from step 1; ``front_letters``: inside the front, a question position whose cup
+    is shown is trained half towards the cup and half towards that option's letter (the letter lookup is then
+    practised at every position and depth, not only at ``?`` at full depth)."""
 
     readout: str = "letter"
     last_ball_p: float = 0.5
     variants: Sequence[str] = ("base",)
     option_letters: bool = False
+    front_letters: bool = False
     min_swaps: int = 1
     max_swaps: int = 8
 
@@ -245,10 +249,18 @@ class CupsTask:
         S, Q = len(ids), n + 3
         target = torch.zeros(S, V)
         ready = torch.zeros(S, dtype=torch.long)
+        group = torch.ones(S, dtype=torch.long)  # 0: the answer at '?', 1: the front, 2: the option letters
+        group[S - 1] = 0
         q0 = S - Q
         cups_seq = [path[0]] + path + [path[-1]]  # start cup, ':' (start), after each swap, '?'
+        letter_of = {o: LETTERS[i] for i, o in enumerate(item.options)}
         for j in range(Q - 1):
-            target[q0 + j, VOCAB[CUPS[cups_seq[j]]]] = 1.0
+            cup = CUPS[cups_seq[j]]
+            if self.front_letters and cup in letter_of:  # half on the cup, half on its option letter
+                target[q0 + j, VOCAB[cup]] = 0.5
+                target[q0 + j, VOCAB[letter_of[cup]]] = 0.5
+            else:
+                target[q0 + j, VOCAB[cup]] = 1.0
             ready[q0 + j] = j + 1
         if self.readout == "option":
             target[S - 1, VOCAB[CUPS[path[-1]]]] = 1.0
@@ -263,13 +275,14 @@ class CupsTask:
                 if ids[pos - 1] == VOCAB[")"] and k < item.n_options:
                     target[pos, VOCAB[LETTERS[k]]] = 1.0
                     ready[pos] = 1
+                    group[pos] = 2
                     k += 1
-        return ids, target, ready, Q
+        return ids, target, ready, Q, group
 
     def batch(self, rng: random.Random, batch: int, n: int) -> Batch:
         rows = [self.example(rng, n) for _ in range(batch)]
         return Batch(torch.tensor([r[0] for r in rows]), torch.stack([r[1] for r in rows]),
-                     torch.stack([r[2] for r in rows]), rows[0][3])
+                     torch.stack([r[2] for r in rows]), rows[0][3], torch.stack([r[4] for r in rows]))
 
     def validation_items(self, seed: int = 0, per_count: int = 20) -> Dict[int, List[dict]]:
         counts = range(max(2, self.min_swaps), self.max_swaps + 1)  # 0-1 swaps have too few distinct questions

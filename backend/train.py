@@ -70,7 +70,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> HuginnModel:
 
 
 def window_loss(model: HuginnModel, batch, r: int, bptt: int, seeds) -> torch.Tensor:
-    """Mean over the last ``bptt`` of ``r`` steps of the cross-entropy at the positions ready at that step."""
+    """Mean over the last ``bptt`` of ``r`` steps of the cross-entropy at the positions ready at that step; with
+    ``batch.group`` each group of positions (e.g. the answer, an auxiliary target) weighs the same."""
     prompt = model.encode(batch.input_ids)
     s = model.initial_state(prompt, 1.0, seeds)
     first = max(1, r - bptt + 1)
@@ -82,8 +83,15 @@ def window_loss(model: HuginnModel, batch, r: int, bptt: int, seeds) -> torch.Te
     for t in range(first, r + 1):
         s = model.step(s, prompt)
         on = (batch.ready > 0) & (batch.ready <= t)
-        logits = model.readout_all(s, prompt)[on]
-        losses.append(F.cross_entropy(logits, batch.target[on]))
+        logits = model.readout_all(s, prompt)
+        if batch.group is None:
+            losses.append(F.cross_entropy(logits[on], batch.target[on]))
+            continue
+        parts = []
+        for g in batch.group[on].unique().tolist():
+            sel = on & (batch.group == g)
+            parts.append(F.cross_entropy(logits[sel], batch.target[sel]))
+        losses.append(torch.stack(parts).mean())
     return torch.stack(losses).mean()
 
 
@@ -119,9 +127,9 @@ def train(task, out, cfg: TrainConfig, progress: bool = True, log_fn=print) -> d
             acc = {k: task.accuracy(model, v, cfg.eval_steps) for k, v in sorted(val.items()) if k <= level}
             model.train()
             log.append({"step": step, "minutes": round((time.time() - t0) / 60, 2), "level": level,
-                        "loss": round(float(loss), 4), "acc": acc})
+                        "loss": round(float(loss.detach()), 4), "acc": acc})
             if progress:
-                log_fn(f"[{step} {log[-1]['minutes']}m] level {level} loss {float(loss):.3f} "
+                log_fn(f"[{step} {log[-1]['minutes']}m] level {level} loss {float(loss.detach()):.3f} "
                        f"acc@{','.join(map(str, cfg.eval_steps))} {acc}")
             if acc and min(v[-1] for v in acc.values()) >= cfg.promote and level < task.max_swaps:
                 level += 1
