@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
 from . import similarity, validate
+from .cups import RECIPES, benchmark_splits
+from .learn import main as learn_main
 from .errors import LoopLensError, UsageError
 from .items import Item, load_benchmark
 from .models import PromptTemplate, default_model_name, load_bundle
@@ -21,6 +24,7 @@ from .settings import BENCHMARKS_DIR, DEFAULT_PERMUTATIONS, DEFAULT_STEPS, LETTE
 from .stats import MAX_N_BOOT, N_BOOT
 from .sweep import DEFAULT_CHUNK, SweepSpec, parse_shard, parse_variants, run_sweep
 from .trace import check_steps, trace_items
+from .train import TrainConfig, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,6 +99,75 @@ def cmd_convert(a) -> int:
     return 0
 
 
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a shipped looped model's recipe (cups-letters, cups-mini) from scratch")
+    p.add_argument("recipe", help="the recipe: cups-letters (the default model) or cups-mini")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (the run is deterministic given "
+                   "this, when --minutes is not reached)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock limit")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--init-from", default=None, help="checkpoint to start from (tensors matching by name and shape)")
+    p.add_argument("--d", type=int, default=None, help="model width")
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(a) -> int:
+
+
+    if a.recipe not in RECIPES:
+        raise UsageError(f"unknown recipe {a.recipe!r}: choose one of {', '.join(RECIPES)}")
+    task, overrides = RECIPES[a.recipe]
+    cfg = TrainConfig(**overrides)
+    flags = {"max_steps": a.max_steps, "minutes": a.minutes, "seed": a.seed, "init_from": a.init_from, "d": a.d,
+             "eval_every": a.eval_every, "threads": a.threads}
+    cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+    if cfg.init_from and not Path(cfg.init_from).is_dir():
+        raise UsageError(f"--init-from {cfg.init_from}: no such checkpoint directory")
+    s = train(task, Path(a.out), cfg, progress=not a.quiet)
+    print(json.dumps({k: v for k, v in s.items() if k != "log"}))
+    return 0
+
+
+def _add_make_splits(sub):
+    p = sub.add_parser("make-splits", help="write a cups model's benchmark splits (test, probe, hard) as JSONL")
+    p.add_argument("model", help="cups-letters or cups-mini")
+    p.add_argument("--out-dir", default=None, help="directory (default: data/benchmarks)")
+    p.set_defaults(func=cmd_make_splits)
+
+
+def cmd_make_splits(a) -> int:
+
+    try:
+        splits = benchmark_splits(a.model)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(a.out_dir) if a.out_dir else BENCHMARKS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    for stem, items in splits.items():
+        (out / f"{stem}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in items))
+        print(f"wrote {len(items)} items to {out / (stem + '.jsonl')}")
+    return 0
+
+
+def _add_learn(sub):
+    p = sub.add_parser("learn", help="find and save the Learn page's curated examples for a model")
+    p.add_argument("--model", default=None, help="a shipped model (default: the default model)")
+    p.add_argument("--benchmark", default=None, help="benchmark JSONL to scan (default: the model's test split)")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--seeds", type=int, default=5, help="initial-state seeds each candidate is traced under")
+    p.add_argument("--items", type=int, default=60)
+    p.set_defaults(func=cmd_learn)
+
+
+def cmd_learn(a) -> int:
+
+    return learn_main(a.model, a.benchmark, a.steps, a.seeds, a.items)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m backend", description="LoopLens: watch a looped language model think.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -104,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_report(sub)
     _add_convert(sub)
+    _add_train(sub)
+    _add_make_splits(sub)
+    _add_learn(sub)
     return parser
 
 
