@@ -219,3 +219,31 @@ def test_compare_summary_on_hand_made_beliefs():
     assert flip["is_correct"] is False and flip["baseline_is_correct"] is True
     same = compare(base, base, 3)
     assert same["diverged_at"] is None and same["max_tv"] == 0.0
+
+
+def _parse(argv):
+    import argparse
+
+    from backend.interventions import add_cli_arguments, intervention_from_args
+
+    p = argparse.ArgumentParser()
+    add_cli_arguments(p)
+    return intervention_from_args(p.parse_args(argv))
+
+
+def test_cli_options_build_the_intervention_or_refuse_in_one_line():
+    assert _parse([]) is None
+    assert _parse(["--intervene", "noise", "--at", "3", "--sigma", "0.5"]).to_dict()["sigma"] == 0.5
+    iv = _parse(["--intervene", "splice", "--at", "4", "--splice-from", "variant=easy", "--splice-step", "2"])
+    assert iv.splice_from == {"variant": "easy"} and iv.source_step == 2 and iv.splice_positions == "shared"
+    assert _parse(["--intervene", "splice", "--at", "4", "--splice-from", "seed=7"]).splice_from == {"seed": 7}
+    assert _parse(["--intervene", "reset", "--at", "2", "--reset-seed", "9"]).reset_seed == 9
+    bad = {("--at", "3"): "--at needs --intervene", ("--intervene", "noise", "--at", "3"): "needs --sigma",
+           ("--intervene", "freeze"): "needs --at", ("--intervene", "freeze", "--at", "3", "--sigma", "1"):
+           "--sigma does not apply", ("--intervene", "splice", "--at", "3", "--splice-from", "colour=red"):
+           "variant=V, permutation=P or seed=S", ("--intervene", "splice", "--at", "3", "--splice-from",
+                                                 "seed=x"): "whole number",
+           ("--intervene", "reset", "--at", "3", "--splice-step", "2"): "--splice-step does not apply"}
+    for argv, msg in bad.items():
+        with pytest.raises(UsageError, match=msg):
+            _parse(list(argv))
