@@ -8,8 +8,9 @@ import streamlit as st
 
 st.set_page_config(page_title="LoopLens", page_icon=":material/all_inclusive:", layout="wide")
 
-from backend import dashboard as dash  # noqa: E402
-from backend.trace import MAX_STEPS, MIN_STEPS  # noqa: E402
+from backend.links import parse_query  # noqa: E402
+from backend.models.runtime import default_model, model_choices  # noqa: E402
+from backend.settings import MAX_STEPS, MIN_STEPS  # noqa: E402
 from pages import common  # noqa: E402
 
 # Page widgets whose values survive switching pages (Streamlit drops the state of widgets not drawn in a run).
@@ -19,10 +20,10 @@ PERSISTENT = ("model_choice", "model_dir", "steps", "seed", "init", "source", "b
 ss = st.session_state
 if "_looplens_init" not in ss:
     ss["_looplens_init"] = True
-    view, problems = dash.parse_query(st.query_params.to_dict())
+    view, problems = parse_query(st.query_params.to_dict())
     ss["_link_problems"] = problems
-    choices = dash.model_choices()
-    model = view.model or dash.default_model()
+    choices = model_choices()
+    model = view.model or default_model()
     if model and model not in choices:
         ss["model_choice"], ss["model_dir"] = common.LOCAL_DIR, model
     elif model:
@@ -41,7 +42,7 @@ else:
 
 with st.sidebar:
     st.markdown("### LoopLens")
-    choices = dash.model_choices()
+    choices = model_choices()
     options = choices + [common.LOCAL_DIR]
     if ss.get("model_choice") not in options:
         ss["model_choice"] = options[0]

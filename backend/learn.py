@@ -171,7 +171,8 @@ def find_examples(bundle, bench_items, steps: int = 30, seed: int = 0, n_items: 
 
 
 def main(argv=None) -> int:
-    from .dashboard import benchmark_files, configure_torch_threads, default_model
+    from .models.runtime import configure_torch_threads, default_model
+    from .uploads import benchmark_files
     from .items import load_benchmark
     from .models import load_bundle
 

@@ -210,26 +210,6 @@ def bootstrap_ci(
     return np.asarray(est), lo, hi
 
 
-def entropy_band(probs_stack, n_boot: int = 2000, ci: float = 0.95, seed: int = 0, normalise: bool = False):
-    """Mean per-step entropy over instances (e.g. permutations) with a bootstrap interval.
-
-    ``probs_stack``: [instances, steps, n_options].  Returns (mean[T], low[T], high[T]).
-    """
-    ps = np.asarray(probs_stack, dtype=np.float64)
-    if ps.ndim != 3:
-        raise UsageError(f"probs_stack must be [instances, steps, options], got shape {ps.shape}")
-    H = np.stack([entropy(p) for p in ps])
-    if normalise:
-        H = H / np.log(ps.shape[2])
-    return bootstrap_ci(H, n_boot=n_boot, ci=ci, seed=seed)
-
-
-def belief_band(probs_stack, n_boot: int = 2000, ci: float = 0.95, seed: int = 0):
-    """Mean belief per step and option over instances, with bootstrap interval: 3 arrays [T, n]."""
-    ps = np.asarray(probs_stack, dtype=np.float64)
-    return bootstrap_ci(ps, n_boot=n_boot, ci=ci, seed=seed)
-
-
 def similarity_ranks(similarities: Sequence[float]) -> List[int]:
     """Rank 1 = most similar; ties go to the lower index."""
     s = np.asarray(similarities, dtype=np.float64)

@@ -11,13 +11,17 @@ Conventions every figure follows, so tests can assert on them:
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+import shutil
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .errors import LoopLensError
 from .metrics import KL_THRESHOLD, TrajectoryMetrics
+from .trace import Band, BeliefBand, Trace, TraceSet
 
 from .settings import LETTERS  # noqa: E402
 # Plotly's D3 palette: 10 distinct colours, one per option letter.
@@ -233,9 +237,10 @@ def animated_belief_figure(trace, title: Optional[str] = None, frame_ms: int = 3
 
 
 # ---------------------------------------------------------------------------------------------- several runs
-def seed_spread_figure(traces: Sequence, title: Optional[str] = None) -> go.Figure:
+def seed_spread_figure(traces: Sequence[Trace], title: Optional[str] = None) -> go.Figure:
     """Belief per option over several seeds: median line and min-max band per option (one basis)."""
-    ps = np.stack([np.asarray(t.probs) for t in traces])  # [S, K, n]
+    runs = traces if isinstance(traces, TraceSet) else TraceSet(traces)
+    ps = runs.probs  # [S, K, n]
     S, K, n = ps.shape
     x = _steps(K)
     ref = traces[0]
@@ -262,23 +267,23 @@ def band_traces(fig: go.Figure, x, mean, lo, hi, color: str, name: str, width: f
                              legendgroup=legendgroup or name, showlegend=showlegend), **kw)
 
 
-def variant_belief_figure(bands: Mapping[str, dict], title: Optional[str] = None) -> go.Figure:
+def variant_belief_figure(bands: Mapping[str, BeliefBand], title: Optional[str] = None) -> go.Figure:
     """Variants side by side on the same axes: mean belief per original option over permutations, 95% band.
 
-    ``bands[variant] = {"mean": [K, n], "lo": [K, n], "hi": [K, n], "options": [...], "correct": int|None}``
-    (options in the item's original order).
+    ``bands[variant]`` is a :class:`~backend.trace.BeliefBand` (``TraceSet.belief_band()``): mean/lo/hi ``[K, n]``,
+    options and correct index in the item's original order, and ``n`` runs.  Option j has option j's colour.
     """
     variants = list(bands)
     fig = make_subplots(rows=1, cols=len(variants), shared_yaxes=True, horizontal_spacing=0.03,
-                        subplot_titles=[f"{VARIANT_NAMES.get(v, v)} (n={bands[v].get('n', '?')})" for v in variants])
+                        subplot_titles=[f"{VARIANT_NAMES.get(v, v)} (n={bands[v].n})" for v in variants])
     for c, v in enumerate(variants, start=1):
         b = bands[v]
-        mean, lo, hi = (np.asarray(b[k]) for k in ("mean", "lo", "hi"))
+        mean, lo, hi = (np.asarray(a) for a in b)
         x = _steps(mean.shape[0])
-        for i, opt in enumerate(b["options"]):
-            is_c = b.get("correct") is not None and i == b["correct"]
+        for i, opt in enumerate(b.options):
+            is_c = b.correct is not None and i == b.correct
             label = f"{_short(opt, 22)}{' ✓' if is_c else ''}"
-            band_traces(fig, x, mean[:, i], lo[:, i], hi[:, i], _variant_option_color(v, i, b), label,
+            band_traces(fig, x, mean[:, i], lo[:, i], hi[:, i], option_color(i), label,
                         width=4 if is_c else 2, row=1, col=c, legendgroup=f"{v}-{i}")
     fig.update_yaxes(range=[0, 1.02])
     fig.update_yaxes(title_text="mean belief", row=1, col=1)
@@ -288,13 +293,10 @@ def variant_belief_figure(bands: Mapping[str, dict], title: Optional[str] = None
     return fig
 
 
-def _variant_option_color(variant: str, i: int, band: dict) -> str:
-    return option_color(band.get("color_index", list(range(len(band["options"]))))[i])
-
-
-def entropy_bands_figure(bands: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndarray]],
+def entropy_bands_figure(bands: Mapping[str, Union[Band, Tuple[np.ndarray, np.ndarray, np.ndarray]]],
                          title: Optional[str] = None, normalised: bool = False) -> go.Figure:
-    """Mean entropy vs step per variant with a 95% band (``bands[variant] = (mean, lo, hi)``)."""
+    """Mean entropy vs step per variant with a 95% band (``bands[variant]``: a :class:`~backend.trace.Band` from
+    ``TraceSet.entropy_band()``, or any ``(mean, lo, hi)``)."""
     fig = go.Figure()
     for v, (mean, lo, hi) in bands.items():
         x = _steps(len(mean))
@@ -401,11 +403,34 @@ def figure_html(fig: go.Figure) -> str:
     return fig.to_html(include_plotlyjs=True, full_html=True)
 
 
+def chromium_path() -> Optional[str]:
+    """The Chromium/Chrome that kaleido would use for PNG export, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        p = shutil.which(name)
+        if p:
+            return p
+    return None
+
+
+PNG_UNAVAILABLE = ("PNG export needs a Chromium/Chrome on the server (Debian: apt-get install -y chromium); "
+                   "none was found. Download the standalone HTML instead: it opens offline in any browser and "
+                   "its camera button saves a PNG.")
+
+
+def figure_png(fig: go.Figure, scale: float = 2.0) -> bytes:
+    """PNG bytes through kaleido (needs a Chromium); raises LoopLensError with a clear message otherwise."""
+    if chromium_path() is None:
+        raise LoopLensError(PNG_UNAVAILABLE)
+    try:
+        return fig.to_image(format="png", scale=scale)
+    except Exception as exc:  # kaleido reports a missing/broken browser in many ways
+        raise LoopLensError(f"PNG export failed ({type(exc).__name__}: {str(exc)[:200]}). "
+                            "Download the standalone HTML instead.") from None
+
+
 # ---------------------------------------------------------------------------------------------- report figures
 def report_entropy_figure(rep: dict, normalised: bool = True) -> go.Figure:
     """Mean entropy vs step per variant with 95% bands, from ``backend.report.compute_report``'s dict."""
-    import pandas as pd
-
     df = pd.DataFrame(rep.get("entropy_curves", []))
     bands = {}
     if len(df):

@@ -1,28 +1,36 @@
 """Tracing: run a looped model on multiple-choice questions and record its belief after every recurrent step.
 
-:class:`Trace` is the one data object per traced run that every plot, metric and export reads.  One forward per
-batch: the prelude runs once, the core K times, and each step is read out as it is computed (never a re-run per
-step).  Many instances (permutations, seeds, items) run as one left-padded batch with an attention mask and give
-the same numbers as each run alone.
+:class:`Trace` is the one data object per traced run that every plot, metric and export reads; :class:`TraceSet`
+is the one for a set of runs (seeds, answer orders, variants): stacked beliefs ``[N, K, n]``, grouping by
+variant, belief and entropy bands (:class:`Band`, :class:`BeliefBand`) and the CSV/JSON exports.
+:class:`TraceRequest` is one run as asked for (items, steps, seeds, init scale, template); its ``key`` names the
+result, so a cache can find it.
+
+One forward per batch: the prelude runs once, the core K times, and each step is read out as it is computed
+(never a re-run per step).  Many instances (permutations, seeds, items) run as one left-padded batch with an
+attention mask and give the same numbers as each run alone.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .errors import LoopLensError, PromptTooLongError, UsageError
 from .items import Item
-from .metrics import TrajectoryMetrics, analyze_trajectory
+from .metrics import TrajectoryMetrics, analyze_trajectory, bootstrap_ci, entropy
 from .models import LoadedModel, PromptTemplate, resolve_option_tokens
 
 from .settings import DEFAULT_STEPS, MAX_STEPS, MIN_STEPS  # noqa: F401  (re-exported)
 TOP_K = 10
 SCHEMA = "looplens.trace/1"
+EXPORT_SCHEMA = "looplens.export/1"  # a set of runs exported as JSON
 # Instances per forward: bounded by the activations of one batch (B x S x E floats, a few copies live at once).
 ACTIVATION_BUDGET = 2**28  # elements, ~1 GiB in float32
 
@@ -137,8 +145,6 @@ class Trace:
 
     def to_frame(self):
         """One row per (step, option): belief, raw mass, argmax, plus run parameters (for CSV export)."""
-        import pandas as pd
-
         m = self.metrics
         rows = []
         for t in range(self.steps):
@@ -161,6 +167,127 @@ def convergence_map(hidden_all: np.ndarray) -> np.ndarray:
     h = np.asarray(hidden_all, dtype=np.float32)
     final = h[-1]
     return np.linalg.norm(h - final[None], axis=-1) / (np.linalg.norm(final, axis=-1)[None] + 1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- a set of runs
+@dataclass(frozen=True)
+class Band:
+    """A statistic per step over a set of runs with its bootstrap interval: ``mean``, ``lo``, ``hi`` (same shape)
+    and ``n``, the number of runs.  Unpacks as ``mean, lo, hi``."""
+
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    n: int
+
+    def __iter__(self):
+        return iter((self.mean, self.lo, self.hi))
+
+
+@dataclass(frozen=True)
+class BeliefBand(Band):
+    """Mean belief per step and option ``[K, n]`` in the item's original option order, with its interval."""
+
+    options: Tuple[str, ...]  # in the original order
+    correct: Optional[int]  # index in the original order, or None
+
+
+class TraceSet(Sequence):
+    """Several runs read together (seeds, answer orders, variants of one item): an immutable sequence of
+    :class:`Trace` with the statistics the set-of-runs views need."""
+
+    def __init__(self, traces: Sequence[Trace] = ()):
+        self.traces: Tuple[Trace, ...] = tuple(traces)
+
+    @overload
+    def __getitem__(self, i: int) -> Trace: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> "TraceSet": ...
+
+    def __getitem__(self, i):
+        return TraceSet(self.traces[i]) if isinstance(i, slice) else self.traces[i]
+
+    def __len__(self) -> int:
+        return len(self.traces)
+
+    def __iter__(self) -> Iterator[Trace]:
+        return iter(self.traces)
+
+    def __repr__(self) -> str:
+        return f"TraceSet({len(self)} runs)"
+
+    def _stack(self, arrays: List[np.ndarray]) -> np.ndarray:
+        if not arrays:
+            raise UsageError("an empty set of runs has no beliefs to stack")
+        if len({a.shape for a in arrays}) > 1:
+            raise UsageError("the runs differ in steps or number of options: stack runs of one question and length")
+        return np.stack(arrays).astype(np.float64, copy=False)
+
+    @property
+    def probs(self) -> np.ndarray:
+        """Beliefs ``[N, K, n]`` in the order each run showed its options."""
+        return self._stack([np.asarray(t.probs) for t in self.traces])
+
+    @property
+    def original_order_probs(self) -> np.ndarray:
+        """Beliefs ``[N, K, n]`` with columns in the item's original option order (permutations undone)."""
+        out = []
+        for t in self.traces:
+            p = np.asarray(t.probs)
+            order = list(t.order) or list(range(p.shape[1]))
+            q = np.empty_like(p)
+            q[:, order] = p
+            out.append(q)
+        return self._stack(out)
+
+    def by_variant(self) -> Dict[str, "TraceSet"]:
+        """The runs grouped by variant (``base`` for a run without one), in order of first appearance."""
+        groups: Dict[str, List[Trace]] = {}
+        for t in self.traces:
+            groups.setdefault(t.variant or "base", []).append(t)
+        return {v: TraceSet(ts) for v, ts in groups.items()}
+
+    def belief_band(self, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> BeliefBand:
+        """Mean belief per step and original option over the runs, with a percentile bootstrap interval."""
+        mean, lo, hi = bootstrap_ci(self.original_order_probs, n_boot=n_boot, ci=ci, seed=seed)
+        t0 = self.traces[0]
+        order = list(t0.order) or list(range(t0.n_options))
+        options: List[str] = [""] * t0.n_options
+        for i, j in enumerate(order):
+            options[j] = t0.options[i]
+        correct = None if t0.correct is None else order[t0.correct]
+        return BeliefBand(mean=mean, lo=lo, hi=hi, n=len(self), options=tuple(options), correct=correct)
+
+    def entropy_band(self, n_boot: int = 2000, ci: float = 0.95, seed: int = 0, normalise: bool = False) -> Band:
+        """Mean per-step entropy of the belief over the runs, with a percentile bootstrap interval (``[K]`` each)."""
+        ps = self.probs
+        H = np.stack([entropy(p) for p in ps])
+        if normalise:
+            H = H / np.log(ps.shape[2])
+        mean, lo, hi = bootstrap_ci(H, n_boot=n_boot, ci=ci, seed=seed)
+        return Band(mean=mean, lo=lo, hi=hi, n=len(self))
+
+    # ------------------------------------------------------------------ export
+    def to_json(self, parameters: Optional[dict] = None) -> str:
+        """Every run (all parameters, seed, beliefs, masses, metrics) as one JSON document."""
+        return json.dumps({"schema": EXPORT_SCHEMA, "parameters": parameters or {},
+                           "traces": [t.to_dict() for t in self.traces]}, indent=1)
+
+    def to_frame(self, parameters: Optional[dict] = None) -> pd.DataFrame:
+        """One row per (run, step, option) with every run parameter and the seed in columns."""
+        frames = []
+        for j, t in enumerate(self.traces):
+            df = t.to_frame()
+            df.insert(0, "run", j)
+            df["template"] = json.dumps(t.template)
+            for k, v in (parameters or {}).items():
+                df[k] = v if np.isscalar(v) or v is None else json.dumps(v)
+            frames.append(df)
+        return pd.concat(frames, ignore_index=True)
+
+    def to_csv(self, parameters: Optional[dict] = None) -> str:
+        return self.to_frame(parameters).to_csv(index=False)
 
 
 # ---------------------------------------------------------------------------------------------- tracing
@@ -353,3 +480,42 @@ def trace_question(
     """Trace one free-form question (validated: 2-10 distinct non-empty options, correct index in range)."""
     item = Item(question, tuple(options), correct)
     return trace_items(bundle, [item], steps, **kwargs)[0]
+
+
+# ---------------------------------------------------------------------------------------------- a run as asked for
+def _item_key(item: Item) -> tuple:
+    return (item.question, tuple(item.options), item.correct, item.id, item.domain, item.variant, item.permutation,
+            tuple(item.order))
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    """One run as a page asks for it: every input of :func:`trace_items` except the model.
+
+    ``key(bundle)`` is a stable name for its result on that model (same inputs, same checkpoint -> same key), so
+    a cache can answer a repeated request without running the model.
+    """
+
+    items: Tuple[Item, ...]
+    steps: int = DEFAULT_STEPS
+    seeds: Union[None, int, Tuple[Optional[int], ...]] = None
+    init_scale: float = 1.0
+    template: Optional[PromptTemplate] = None  # None: the model's own
+    keep_all_states: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "items", tuple(self.items))
+        if isinstance(self.seeds, (list, tuple)):
+            object.__setattr__(self, "seeds", tuple(self.seeds))
+
+    def key(self, bundle) -> str:
+        """sha256 of the model's path and checkpoint hash and every input (``bundle``: path, checkpoint_hash)."""
+        payload = json.dumps([str(bundle.path), bundle.checkpoint_hash, [_item_key(i) for i in self.items],
+                              int(self.steps), list(self.seeds) if isinstance(self.seeds, tuple) else self.seeds,
+                              float(self.init_scale), None if self.template is None else self.template.to_json(),
+                              bool(self.keep_all_states)], default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def run(self, bundle: LoadedModel, on_step: Optional[Callable[[int, List[Trace]], None]] = None) -> TraceSet:
+        return TraceSet(trace_items(bundle, self.items, self.steps, seeds=self.seeds, init_scale=self.init_scale,
+                                    template=self.template, keep_all_states=self.keep_all_states, on_step=on_step))

@@ -31,9 +31,9 @@ def main() -> None:
         os.environ["LOOPLENS_DEFAULT_MODEL"] = a.model
     from streamlit.testing.v1 import AppTest
 
-    from backend import dashboard
+    from backend.models.runtime import default_model
 
-    model = dashboard.default_model()
+    model = default_model()
     if model is None:
         sys.exit("no model: pass --model DIR or ship one in data/models")
     t0 = time.perf_counter()

@@ -1,9 +1,6 @@
 """Benchmark: aggregate view over a sweep's results (the paper's table with intervals, and its figures)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import streamlit as st
 
 from pages import common
@@ -11,7 +8,8 @@ from pages import common
 common.ensure_navigation()
 
 from backend import plots  # noqa: E402
-from backend.errors import LoopLensError, UsageError  # noqa: E402
+from backend import report as rp  # noqa: E402
+from backend.report_source import results_source  # noqa: E402
 
 ss = st.session_state
 st.title("Benchmark: the paper's numbers for a model")
@@ -27,26 +25,6 @@ python -m backend report results/MODEL --save data/results/MODEL    # writes rep
 ```
 Put the report in `data/results/<model>/` to ship it with the app, or point this page at the sweep directory.
 """
-
-try:
-    from backend import report as rp
-except ImportError:  # pragma: no cover - the report module is part of the project
-    rp = None
-if rp is None:
-    st.info("The report module is not available in this installation.")
-    st.markdown(HOWTO)
-    st.stop()
-
-from backend.settings import ENV_RESULTS_ROOTS as RESULTS_ROOTS_ENV  # noqa: E402
-
-
-def _allowed(p: Path) -> bool:
-    raw = os.environ.get(RESULTS_ROOTS_ENV, "").strip()
-    if not raw:
-        return True
-    rp_ = p.resolve()
-    roots = [Path(r).expanduser().resolve() for r in raw.split(os.pathsep) if r.strip()]
-    return any(rp_ == r or r in rp_.parents for r in roots)
 
 
 @st.cache_data(max_entries=8, show_spinner="Computing the report (bootstrap over items)…")
@@ -78,21 +56,11 @@ with common.guard("Results"):
             if not shipped:
                 st.info("No results are shipped in data/results/ yet.")
             st.stop()
-        p = Path(path.strip()).expanduser()
-        if not _allowed(p):
-            raise UsageError(f"{p}: results directories are restricted to ${RESULTS_ROOTS_ENV}")
-        if not p.exists():
-            raise UsageError(f"{p} does not exist")
-        if p.is_file() and p.suffix == ".json" or (p.is_dir() and (p / "report.json").is_file()
-                                                    and not rp.has_rows(p)):
-            f = p if p.is_file() else p / "report.json"
-            rep = _saved_report(str(f), f.stat().st_mtime)
+        source = results_source(path)
+        if source.kind == "report":
+            rep = _saved_report(str(source.path), source.mtime)
         else:
-            if p.is_dir() and not rp.has_rows(p):
-                raise UsageError(f"{p} holds no sweep results (no part-*.parquet)")
-            mtime = max((q.stat().st_mtime for q in ([p] if p.is_file() else p.glob("part-*.parquet"))),
-                        default=0.0)
-            rep = _report_from_rows(str(p), mtime, 1000)
+            rep = _report_from_rows(str(source.path), source.mtime, 1000)
 if rep is None:
     st.markdown(HOWTO)
     st.stop()

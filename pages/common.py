@@ -1,20 +1,28 @@
-"""Shared UI helpers for the pages: cached model/benchmark loading, cached traced runs, error display.
+"""Shared UI helpers for the pages: cached model/benchmark loading, the run store (finished runs shared across
+sessions), error display.  Not a page itself (app.py lists the pages).
 
-UI only: everything that is not Streamlit lives in backend.dashboard.  Not a page itself (app.py lists the pages).
+UI only: what is not Streamlit lives in backend/ (questions in backend.uploads, links in backend.links, runs in
+backend.trace, summaries in backend.summaries, figures and their export in backend.plots).
 """
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Hashable, List, Optional
 
 import streamlit as st
 
-from backend import dashboard as dash
-from backend.errors import LoopLensError
+from backend import summaries
+from backend.errors import LoopLensError, friendly_error
+from backend.items import load_benchmark as read_benchmark
+from backend.models import load_bundle, resolve_model_path
+from backend.models import runtime
 from backend.projection import start_umap_warmup
+from backend.settings import BENCHMARKS_DIR, DEFAULT_SEED, DEFAULT_STEPS
+from backend.trace import TraceRequest, TraceSet
 
 LOCAL_DIR = "Local directory…"
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -39,17 +47,13 @@ def ensure_navigation() -> None:
 # ---------------------------------------------------------------------------------------------- resources
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
 def _load_model(name_or_path: str):
-    from backend.models import load_bundle
-
-    dash.configure_torch_threads()
+    runtime.configure_torch_threads()
     bundle = load_bundle(name_or_path)
     return bundle, threading.Lock()
 
 
 def get_model(name_or_path: str):
     """(bundle, lock) for a shipped model's name or a checkpoint directory; LoopLensError on a bad one."""
-    from backend.models import resolve_model_path
-
     resolve_model_path(name_or_path)  # cheap validation first (restricted roots, existence): not cached
     return _load_model(name_or_path)
 
@@ -60,7 +64,7 @@ def pick_benchmark(files, where=st):
     if st.session_state.get("bench") not in names:
         st.session_state["bench"] = names[0]
     where.selectbox("Benchmark", names, key="bench")
-    path = dash.BENCHMARKS_DIR / st.session_state["bench"]
+    path = BENCHMARKS_DIR / st.session_state["bench"]
     bench = None
     with guard("Benchmark"):
         bench = load_benchmark(path)
@@ -82,14 +86,48 @@ def require_model(model, hint: str = ""):
     return entry
 
 
-@st.cache_resource
-def trace_store() -> dash.TraceStore:
-    return dash.TraceStore(maxsize=96)
+class RunStore:
+    """A small thread-safe LRU of finished runs or figures, shared across sessions through st.cache_resource."""
+
+    def __init__(self, maxsize: int = 64):
+        self.maxsize = maxsize
+        self._d: "OrderedDict[Hashable, object]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._d:
+                self._d.move_to_end(key)
+                return self._d[key]
+            return None
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.maxsize:
+                self._d.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+
+RUN_STORE_SIZE = 96  # finished runs kept (each a TraceSet: beliefs, top tokens, fp16 states)
+FIGURE_STORE_SIZE = 256  # built figures kept
 
 
 @st.cache_resource
-def figure_store() -> dash.TraceStore:
-    return dash.TraceStore(maxsize=256)
+def trace_store() -> RunStore:
+    return RunStore(maxsize=RUN_STORE_SIZE)
+
+
+@st.cache_resource
+def figure_store() -> RunStore:
+    return RunStore(maxsize=FIGURE_STORE_SIZE)
 
 
 def cached_figure(run_key: str, name: str, build: Callable):
@@ -111,9 +149,7 @@ def warm_up_umap() -> bool:
 
 @st.cache_resource(max_entries=8)
 def _load_benchmark(path: str, mtime: float):
-    from backend.items import load_benchmark
-
-    return load_benchmark(path)
+    return read_benchmark(path)
 
 
 def load_benchmark(path: Path):
@@ -122,7 +158,7 @@ def load_benchmark(path: Path):
 
 @st.cache_resource(max_entries=8)
 def _similarity(path: str, mtime: float):
-    return dash.similarity_for(Path(path))
+    return summaries.similarity_for(Path(path))
 
 
 def similarity(bench_path: Optional[Path]):
@@ -141,11 +177,11 @@ def guard(what: str = ""):
         st.error(f"{what + ': ' if what else ''}{exc}", icon="⚠️")
     except Exception as exc:  # noqa: BLE001 - shown as a message, never as a traceback (Streamlit's
         # rerun/stop signals are BaseExceptions and pass through)
-        st.error(f"{what + ': ' if what else ''}{dash.friendly_error(exc)}", icon="⚠️")
+        st.error(f"{what + ': ' if what else ''}{friendly_error(exc)}", icon="⚠️")
 
 
 def show_error(exc: BaseException, what: str = "") -> None:
-    st.error(f"{what + ': ' if what else ''}{dash.friendly_error(exc)}", icon="⚠️")
+    st.error(f"{what + ': ' if what else ''}{friendly_error(exc)}", icon="⚠️")
 
 
 # ---------------------------------------------------------------------------------------------- sidebar state
@@ -154,12 +190,12 @@ def current_model() -> Optional[str]:
     if choice == LOCAL_DIR:
         d = (st.session_state.get("model_dir") or "").strip()
         return d or None
-    return choice or dash.default_model()
+    return choice or runtime.default_model()
 
 
 def run_settings() -> dict:
-    return {"steps": int(st.session_state.get("steps", dash.DEFAULT_STEPS)),
-            "seed": int(st.session_state.get("seed", dash.DEFAULT_SEED)),
+    return {"steps": int(st.session_state.get("steps", DEFAULT_STEPS)),
+            "seed": int(st.session_state.get("seed", DEFAULT_SEED)),
             "init_scale": float(st.session_state.get("init", 1.0))}
 
 
@@ -171,20 +207,16 @@ def no_model_message() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def run_traces(model_entry, items: Sequence, steps: int, seeds, init_scale: float, template=None,
-               keep_all_states: bool = False, label: str = "Tracing",
-               live: Optional[Callable[[List], None]] = None) -> List:
-    """Trace ``items`` (cached by every input): per-step progress while it runs, instant when cached."""
-    from backend.trace import trace_items
-
+def run_traces(model_entry, request: TraceRequest, label: str = "Tracing",
+               live: Optional[Callable[[List], None]] = None) -> TraceSet:
+    """Run ``request`` on the model (cached by every input): per-step progress while it runs, instant when cached."""
     bundle, lock = model_entry
-    tjson = None if template is None else template.to_json()
-    key = dash.run_key(str(bundle.path), bundle.checkpoint_hash, items, steps, seeds, init_scale, tjson,
-                       keep_all_states)
+    key = request.key(bundle)
     store = trace_store()
     hit = store.get(key)
     if hit is not None:
         return hit
+    steps, n = request.steps, len(request.items)
     bar = st.progress(0.0, text=f"{label}: step 0/{steps}")
     last = [time.perf_counter()]
 
@@ -194,13 +226,12 @@ def run_traces(model_entry, items: Sequence, steps: int, seeds, init_scale: floa
         if now - last[0] < 0.4 or t >= steps:
             return
         last[0] = now
-        bar.progress(min(1.0, t / steps), text=f"{label}: step {t}/{steps} ({len(traces)} of {len(items)} runs)")
+        bar.progress(min(1.0, t / steps), text=f"{label}: step {t}/{steps} ({len(traces)} of {n} runs)")
         if live is not None:
             live(traces)
 
     with lock:
-        traces = trace_items(bundle, items, steps, seeds=seeds, init_scale=init_scale, template=template,
-                             keep_all_states=keep_all_states, on_step=on_step)
+        traces = request.run(bundle, on_step=on_step)
     bar.empty()
     store.put(key, traces)
     return traces

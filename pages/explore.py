@@ -1,19 +1,20 @@
 """Explore: one question, live — belief per step, metrics, top tokens, latent geometry, seeds, exports."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from urllib.parse import urlencode
 
 import numpy as np
 import streamlit as st
 
-from backend import dashboard as dash
-from backend import learn, plots
-from backend.errors import UsageError
+from backend import learn, plots, summaries, uploads
 from backend.items import VARIANTS, Benchmark
+from backend.links import ViewState
 from backend.models import PromptTemplate
+from backend.models.runtime import keeps_all_states, token_strings
 from backend.projection import pca_paths, umap_paths, umap_status
+from backend.settings import DEFAULT_N_SEEDS
+from backend.trace import TraceRequest, convergence_map
 from pages import common
 
 common.ensure_navigation()
@@ -33,8 +34,8 @@ settings = common.run_settings()
 
 # ---------------------------------------------------------------------------------------------- the question
 ss.setdefault("source", SOURCES[0])
-ss.setdefault("q", dash.EXAMPLE_ITEM.question)
-ss.setdefault("opts", "\n".join([dash.EXAMPLE_ITEM.answer, *dash.EXAMPLE_ITEM.distractors]))
+ss.setdefault("q", uploads.EXAMPLE_ITEM.question)
+ss.setdefault("opts", "\n".join([uploads.EXAMPLE_ITEM.answer, *uploads.EXAMPLE_ITEM.distractors]))
 ss.setdefault("ans", "A")
 ss.setdefault("variant", "base")
 ss.setdefault("perm", 0)
@@ -49,22 +50,22 @@ with left:
     src = st.radio("Question from", SOURCES, horizontal=True, key="source", label_visibility="collapsed")
     bench = None
     if src == "Benchmark item":
-        files = dash.benchmark_files(model)
+        files = uploads.benchmark_files(model)
         if not files:
             st.info("No benchmark file in data/benchmarks yet: showing a built-in example item.")
-            bench = Benchmark([dash.EXAMPLE_ITEM], source="built-in example")
+            bench = Benchmark([uploads.EXAMPLE_ITEM], source="built-in example")
         else:
             bench, bench_path = common.pick_benchmark(files)
     elif src == "Upload JSONL":
         up = st.file_uploader("Benchmark JSONL (one item per line)", type=["jsonl", "json", "txt"], key="upload",
-                              help=f"Up to {dash.MAX_UPLOAD_BYTES // 2**20} MB. Fields: id, question, answer, "
+                              help=f"Up to {uploads.MAX_UPLOAD_BYTES // 2**20} MB. Fields: id, question, answer, "
                                    "distractors [, domain, easy_distractors, nca_distractor].")
         if up is None:
             st.info('Upload a JSONL file, one item per line, e.g. `{"id": "q1", "question": "…", "answer": "…", '
                     '"distractors": ["…", "…", "…"], "easy_distractors": [...], "nca_distractor": "…"}`.')
         else:
             with common.guard(f"Upload {up.name}"):
-                bench = dash.parse_upload(up.getvalue(), up.name)
+                bench = uploads.parse_upload(up.getvalue(), up.name)
     if bench is not None and bench.errors:
         with st.expander(f"⚠️ {len(bench.errors)} line(s) skipped in {Path(bench.source or 'file').name}; "
                          f"{len(bench.items)} item(s) usable", expanded=not bench.items):
@@ -77,7 +78,7 @@ with left:
         c2.selectbox("Variant", VARIANTS, key="variant",
                      format_func=lambda v: {"base": "base", "easy": "easy", "nca": "no correct answer"}[v])
         c3.text_input("Search", key="search", placeholder="id, question or option text")
-        filtered = dash.filter_items(bench.items, ss.get("domains") or [], ss["variant"], ss.get("search", ""))
+        filtered = uploads.filter_items(bench.items, ss.get("domains") or [], ss["variant"], ss.get("search", ""))
         if not filtered:
             st.warning("No item matches the filter.")
         else:
@@ -102,12 +103,12 @@ with left:
             ss["ans"] = "none"
         c2.selectbox("Correct option", ans_choices, key="ans")
         with common.guard("Your question"):
-            item = dash.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans"))
+            item = uploads.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans"))
 
 with right:
     st.markdown(f"**Model** `{bundle.name}` · {settings['steps']} steps · seed {settings['seed']} · "
                 f"init scale {settings['init_scale']:g}")
-    ss.setdefault("n_seeds", dash.DEFAULT_N_SEEDS)
+    ss.setdefault("n_seeds", DEFAULT_N_SEEDS)
     c1, c2 = st.columns(2)
     c1.number_input("Seeds for robustness", 1, 32, step=1, key="n_seeds",
                     help="Also run seeds seed, seed+1, …, and show the spread (1 = off).")
@@ -137,14 +138,11 @@ if item is None:
 # ---------------------------------------------------------------------------------------------- run
 # One batch: the chosen seed and the robustness seeds (seed+1, ...) run together (one forward for all).
 model_template = None if template == bundle.template else template
-n_seeds = int(ss.get("n_seeds", dash.DEFAULT_N_SEEDS))
-seeds = [settings["seed"] + k for k in range(n_seeds)]
-E = bundle.model.config.n_embd
-keep_all = E * settings["steps"] * 512 * 2 * n_seeds <= 64 * 2**20  # per-token states (heatmap) when small
-run_args = dict(steps=settings["steps"], seeds=seeds, init_scale=settings["init_scale"], template=model_template,
-                keep_all_states=keep_all)
-key = dash.run_key(str(bundle.path), bundle.checkpoint_hash, [item] * n_seeds, run_args["steps"], seeds,
-                   run_args["init_scale"], None if model_template is None else model_template.to_json(), keep_all)
+n_seeds = int(ss.get("n_seeds", DEFAULT_N_SEEDS))
+request = TraceRequest([item] * n_seeds, settings["steps"], [settings["seed"] + k for k in range(n_seeds)],
+                       settings["init_scale"], model_template,
+                       keep_all_states=keeps_all_states(bundle, settings["steps"], n_seeds))
+key = request.key(bundle)
 if not auto and not run_clicked and common.trace_store().get(key) is None:
     st.info("Press **Run** to trace this question.")
     st.stop()
@@ -160,7 +158,7 @@ def _live(traces):
 
 traces = None
 with common.guard("Run"):
-    traces = common.run_traces(entry, [item] * n_seeds, label="Tracing", live=_live, **run_args)
+    traces = common.run_traces(entry, request, label="Tracing", live=_live)
 live.empty()
 if not traces:
     st.stop()
@@ -168,10 +166,10 @@ seed_traces = traces
 tr = traces[0]
 m = tr.metrics
 sim = common.similarity(bench_path) if bench_path is not None else None
-ranks = dash.option_similarity_ranks(sim, tr)
+ranks = summaries.option_similarity_ranks(sim, tr)
 
 # shareable URL
-view = dash.ViewState(model=model, steps=settings["steps"], seed=settings["seed"], init=settings["init_scale"])
+view = ViewState(model=model, steps=settings["steps"], seed=settings["seed"], init=settings["init_scale"])
 if src == "Benchmark item":
     view.bench, view.item, view.variant, view.perm = ss.get("bench"), tr.item_id, tr.variant or "base", tr.permutation
 elif src == "Your question":
@@ -182,7 +180,7 @@ st.query_params.from_dict(query)
 # ---------------------------------------------------------------------------------------------- summary
 st.markdown(f"#### {tr.question}")
 st.markdown("  ".join(f"**{LETTERS[i]})** {o}{' ✓' if i == tr.correct else ''}" for i, o in enumerate(tr.options)))
-summary = dash.metric_summary(tr, ranks)
+summary = summaries.metric_summary(tr, ranks)
 c = st.columns(5)
 c[0].metric("Final answer", LETTERS[m.final_answer], help=summary["Final answer"])
 c[1].metric("Correct?", "—" if m.is_correct is None else ("yes" if m.is_correct else "no"), help=summary["Correct?"])
@@ -232,7 +230,7 @@ step_panel(tr, key)
 if n_seeds > 1:
     st.subheader(f"Seed robustness ({n_seeds} seeds)")
     with common.guard("Seed runs"):
-        df, sentence = dash.seed_robustness(seed_traces)
+        df, sentence = summaries.seed_robustness(seed_traces)
         (st.warning if "only" in sentence or "disagree" in sentence else st.success)(sentence)
         c1, c2 = st.columns([3, 2])
         with c1:
@@ -293,20 +291,18 @@ if bench_item is not None and len(bench_item.available_variants()) > 1:
     if st.toggle("Also trace this item's other variants for the geometry plot", key="geo_variants"):
         with common.guard("Variant runs"):
             others = [v for v in bench_item.available_variants() if v != (tr.variant or "base")]
-            vts = common.run_traces(entry, [bench_item.instance(v, int(ss["perm"])) for v in others],
-                                    settings["steps"], [settings["seed"]] * len(others), settings["init_scale"],
-                                    model_template, label="Variants")
+            vts = common.run_traces(entry, TraceRequest(
+                [bench_item.instance(v, int(ss["perm"])) for v in others], settings["steps"],
+                [settings["seed"]] * len(others), settings["init_scale"], model_template), label="Variants")
             paths_by_group["other variants"] = [(f"{t.variant}", t.hidden_last) for t in vts]
 geometry_panel(paths_by_group, key)
 
 # ---------------------------------------------------------------------------------------------- per-token convergence
 st.subheader("Per-token convergence")
 if tr.hidden_all is not None:
-    from backend.trace import convergence_map
-
     with common.guard("Convergence map"):
         figs["convergence"] = common.cached_figure(key, "convergence", lambda: plots.convergence_heatmap(
-            convergence_map(tr.hidden_all), bundle.tokenizer.batch_decode([[i] for i in tr.prompt_ids])))
+            convergence_map(tr.hidden_all), token_strings(bundle, tr.prompt_ids)))
         common.plot(figs["convergence"], key="fig_conv")
 else:
     st.info("Per-position states are not kept for a model this large by default (memory).")
@@ -317,19 +313,19 @@ params = {"source": src, "benchmark": ss.get("bench") if src == "Benchmark item"
           "n_seeds": n_seeds, "seeds": [t.seed for t in seed_traces]}
 stem = f"looplens-{(tr.item_id or 'custom')}-{tr.variant or 'q'}-p{tr.permutation}-s{tr.seed}"
 c1, c2, c3, c4 = st.columns(4)
-all_runs = seed_traces if len(seed_traces) > 1 else [tr]
-c1.download_button("Trace CSV", data=lambda: dash.traces_csv(all_runs, params), file_name=f"{stem}.csv",
+all_runs = seed_traces if len(seed_traces) > 1 else seed_traces[:1]
+c1.download_button("Trace CSV", data=lambda: all_runs.to_csv(params), file_name=f"{stem}.csv",
                    mime="text/csv", on_click="ignore", key="dl_csv")
-c2.download_button("Trace JSON", data=lambda: dash.traces_json(all_runs, params), file_name=f"{stem}.json",
+c2.download_button("Trace JSON", data=lambda: all_runs.to_json(params), file_name=f"{stem}.json",
                    mime="application/json", on_click="ignore", key="dl_json")
 fig_name = c3.selectbox("Figure", list(figs), key="export_fig", label_visibility="collapsed")
 c3.download_button("Figure as HTML", data=lambda f=figs[fig_name]: plots.figure_html(f),
                    file_name=f"{stem}-{fig_name}.html", mime="text/html", on_click="ignore", key="dl_html")
-if dash.chromium_path() is None:
-    c4.info(dash.PNG_UNAVAILABLE)
+if plots.chromium_path() is None:
+    c4.info(plots.PNG_UNAVAILABLE)
 elif c4.button("Make PNG", key="png_btn"):
     with common.guard("PNG export"), st.spinner("Rendering PNG…"):
-        png = dash.figure_png(figs[fig_name])
+        png = plots.figure_png(figs[fig_name])
         c4.download_button("Download PNG", data=png, file_name=f"{stem}-{fig_name}.png", mime="image/png",
                            on_click="ignore", key="dl_png")
 try:

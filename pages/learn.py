@@ -9,9 +9,12 @@ common.ensure_navigation()
 
 from urllib.parse import urlencode  # noqa: E402
 
-from backend import dashboard as dash  # noqa: E402
-from backend import learn, plots  # noqa: E402
+from backend import learn, plots, uploads  # noqa: E402
 from backend.items import Benchmark  # noqa: E402
+from backend.links import ViewState  # noqa: E402
+from backend.models.runtime import default_model  # noqa: E402
+from backend.settings import DEFAULT_STEPS  # noqa: E402
+from backend.trace import TraceRequest  # noqa: E402
 
 st.title("Learn: how a looped model thinks")
 
@@ -51,30 +54,31 @@ with tabs[0]:
                     "- A **commitment** is the same top answer for at least 3 steps.\n"
                     "- A **backtrack** is a commitment to one answer, later replaced by a commitment to the final one.")
 
-model = dash.default_model()
+model = default_model()
 entry = common.require_model(model)
 bundle = entry[0]
-files = dash.benchmark_files(model)
+files = uploads.benchmark_files(model)
 bench = None
 with common.guard("Benchmark"):
-    bench = common.load_benchmark(files[0]) if files else Benchmark([dash.EXAMPLE_ITEM], source="example")
+    bench = common.load_benchmark(files[0]) if files else Benchmark([uploads.EXAMPLE_ITEM], source="example")
 if bench is None:
     st.stop()
 by_id = {it.id: it for it in bench.items}
 
 curated = learn.load_curated(bundle.name)
-steps, seed = dash.DEFAULT_STEPS, 0
+steps, seed = DEFAULT_STEPS, 0
 examples = {}
 with common.guard("Finding examples"):
     if curated and all(e.item_id in by_id for e in curated["examples"]):
         steps = int(curated.get("steps", steps))
         exs = curated["examples"]
         insts = [by_id[e.item_id].instance(e.variant, e.permutation) for e in exs]
-        trs = common.run_traces(entry, insts, steps, [e.seed for e in exs], 1.0, label="Loading the examples")
+        trs = common.run_traces(entry, TraceRequest(insts, steps, [e.seed for e in exs], 1.0),
+                                label="Loading the examples")
         examples = {e.kind: t for e, t in zip(exs, trs)}
     else:
         insts = learn.scan_instances(bench.items, n_items=30, permutations=2)
-        trs = common.run_traces(entry, insts, steps, [seed] * len(insts), 1.0,
+        trs = common.run_traces(entry, TraceRequest(insts, steps, [seed] * len(insts), 1.0),
                                 label=f"Scanning {len(insts)} instances for examples (once per server)")
         examples = {k: trs[i] for k, i in learn.select_examples(trs).items()}
 
@@ -93,6 +97,6 @@ for tab, kind in zip(tabs[1:], learn.KINDS):
         fig = common.cached_figure(f"learn-{bundle.checkpoint_hash}-{kind}-{tr.item_id}-{tr.variant}-{tr.seed}",
                                    "animation", lambda tr=tr: plots.animated_belief_figure(tr))
         common.plot(fig, key=f"fig_learn_{kind}")
-        q = dash.ViewState(model=model, bench=files[0].name if files else None, item=tr.item_id,
+        q = ViewState(model=model, bench=files[0].name if files else None, item=tr.item_id,
                            variant=tr.variant or "base", perm=tr.permutation, steps=steps, seed=tr.seed or 0)
         st.markdown(f"[Open this example in Explore](/?{urlencode(q.to_query())})")

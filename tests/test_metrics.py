@@ -6,7 +6,7 @@ import pytest
 
 from backend.errors import UsageError
 from backend.metrics import (Run, abandoned_similarity_ranks, analyze_trajectory, bootstrap_ci, entropy,
-                             entropy_band, exploration_end, rank_shares, similarity_ranks, step_kl)
+                             exploration_end, rank_shares, similarity_ranks, step_kl)
 
 
 def onehotish(seq, n=4, peak=0.7):
@@ -157,13 +157,6 @@ def test_bootstrap_interval_contains_mean_and_shrinks_with_n():
     assert lo1 <= e1 <= hi1 and lo2 <= e2 <= hi2
     assert (hi2 - lo2) < (hi1 - lo1)
     assert bootstrap_ci(small, seed=3)[1] == bootstrap_ci(small, seed=3)[1]
-
-
-def test_entropy_band_over_permutations():
-    stack = np.stack([onehotish([0] * 5, peak=0.4 + 0.1 * k) for k in range(5)])
-    mean, lo, hi = entropy_band(stack)
-    assert mean.shape == (5,) and np.all(lo <= mean) and np.all(mean <= hi)
-    assert mean[0] == pytest.approx(np.mean([entropy(s)[0] for s in stack]))
 
 
 def test_similarity_ranks_and_abandoned_rank():

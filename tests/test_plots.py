@@ -1,9 +1,13 @@
+import dataclasses
 import json
 
 import numpy as np
 import plotly.graph_objects as go
+import pytest
 
 from backend import plots
+from backend.errors import LoopLensError
+from backend.trace import BeliefBand, TraceSet
 from backend.metrics import analyze_trajectory
 from tests.helpers_trace import backtracking_probs, make_trace, never_converging_probs
 
@@ -92,9 +96,9 @@ def test_figures_are_json_serialisable_and_export_html():
 
 def test_variant_and_aggregate_figures():
     K, n = 30, 4
-    band = {"mean": np.full((K, n), 0.25), "lo": np.full((K, n), 0.2), "hi": np.full((K, n), 0.3),
-            "options": list("wxyz"), "correct": 0, "n": 25}
-    fig = plots.variant_belief_figure({"base": band, "easy": band, "nca": {**band, "correct": None}})
+    band = BeliefBand(mean=np.full((K, n), 0.25), lo=np.full((K, n), 0.2), hi=np.full((K, n), 0.3),
+                      options=tuple("wxyz"), correct=0, n=25)
+    fig = plots.variant_belief_figure({"base": band, "easy": band, "nca": dataclasses.replace(band, correct=None)})
     assert len(fig.data) == 3 * n * 2  # band + mean line per option per variant
     eb = plots.entropy_bands_figure({"base": (np.ones(K), np.zeros(K), np.ones(K) * 2)})
     assert len(eb.data) == 2
@@ -104,3 +108,21 @@ def test_variant_and_aggregate_figures():
     assert "never: 1/2" in ex.data[0].name
     rs = plots.rank_share_figure([0.7, 0.2, 0.1])
     assert abs(shapes(rs, "chance")[0].y0 - 1 / 3) < 1e-9
+
+
+def test_variant_figure_colours_each_original_option_alike_in_every_variant():
+    p = np.tile([0.7, 0.1, 0.1, 0.1], (30, 1))
+    a = make_trace(p, correct=0, options=list("wxyz"), order=[0, 1, 2, 3])
+    b = make_trace(p[:, [1, 0, 2, 3]], correct=1, options=list("xwyz"), order=[1, 0, 2, 3], variant="easy")
+    bands = {v: runs.belief_band(n_boot=50) for v, runs in TraceSet([a, b]).by_variant().items()}
+    fig = plots.variant_belief_figure(bands)
+    lines = [d for d in fig.data if d.mode == "lines"]
+    assert [d.name for d in lines] == ["w ✓", "x", "y", "z"] * 2
+    assert [d.line.color for d in lines] == [plots.option_color(i) for i in range(4)] * 2
+    assert "(n=1)" in fig.layout.annotations[0].text
+
+
+def test_png_export_message_without_chromium(monkeypatch):
+    monkeypatch.setattr(plots, "chromium_path", lambda: None)
+    with pytest.raises(LoopLensError, match="Chromium"):
+        plots.figure_png(object())

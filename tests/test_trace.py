@@ -10,7 +10,10 @@ import torch
 from backend.errors import PromptTooLongError, UsageError
 from backend.items import Item
 from backend.models import PromptTemplate, resolve_option_tokens
-from backend.trace import MAX_STEPS, NumericalError, Trace, convergence_map, trace_items, trace_question
+from backend.metrics import entropy
+from backend.trace import (MAX_STEPS, NumericalError, Trace, TraceRequest, TraceSet, convergence_map, trace_items,
+                           trace_question)
+from tests.helpers_trace import backtracking_probs, make_trace, one_hot_path
 
 Q = Item("What is the capital of France?", ("Paris", "London", "Berlin", "Madrid"), 0, id="q1")
 
@@ -163,3 +166,69 @@ def test_trace_question_validates_input(tiny_bundle):
         trace_question(tiny_bundle, "Q?", ["a", "A"])
     tr = trace_question(tiny_bundle, "Q?", ["yes", "no"], correct=1, steps=2, seeds=0)
     assert tr.correct == 1 and tr.n_options == 2
+
+
+# ---------------------------------------------------------------------------------------------- requests and sets
+def test_run_key_names_every_input():
+    from types import SimpleNamespace
+
+    m = SimpleNamespace(path="p", checkpoint_hash="h")
+    it = Item("Q?", ("a", "b"), 0)
+    k1 = TraceRequest([it], 30, [0], 1.0).key(m)
+    assert k1 == TraceRequest((it,), 30, (0,), 1.0).key(m)
+    assert k1 != TraceRequest([it], 30, [1], 1.0).key(m)
+    assert k1 != TraceRequest([it.permuted(1)], 30, [0], 1.0).key(m)
+    assert k1 != TraceRequest([it], 30, [0], 1.0, keep_all_states=True).key(m)
+    assert k1 != TraceRequest([it], 30, [0], 1.0).key(SimpleNamespace(path="p", checkpoint_hash="other"))
+
+
+def test_request_runs_the_same_as_trace_items(tiny_bundle):
+    runs = TraceRequest([Q, Q.permuted(1)], 5, [3, 3]).run(tiny_bundle)
+    assert isinstance(runs, TraceSet) and len(runs) == 2 and runs.probs.shape == (2, 5, 4)
+    direct = trace_items(tiny_bundle, [Q, Q.permuted(1)], 5, seeds=3)
+    np.testing.assert_allclose(runs.probs, np.stack([t.probs for t in direct]))
+
+
+def test_exports_carry_every_parameter_and_seed():
+    import io
+
+    import pandas as pd
+
+    trs = TraceSet([make_trace(backtracking_probs(), seed=s) for s in (3, 4)])
+    df = pd.read_csv(io.StringIO(trs.to_csv({"n_seeds": 2})))
+    assert set(df["seed"]) == {3, 4} and len(df) == 2 * 30 * 4
+    for col in ("model", "checkpoint_hash", "steps", "init_scale", "template", "variant", "permutation", "belief",
+                "raw_mass", "n_seeds"):
+        assert col in df.columns
+    d = json.loads(trs.to_json({"n_seeds": 2}))
+    assert [t["seed"] for t in d["traces"]] == [3, 4] and d["parameters"]["n_seeds"] == 2
+    back = Trace.from_dict(d["traces"][0])
+    np.testing.assert_allclose(back.probs, trs[0].probs)
+
+
+def test_belief_band_undoes_the_permutation():
+    p = np.tile([0.7, 0.1, 0.1, 0.1], (30, 1))
+    a = make_trace(p, correct=0, options=list("wxyz"), order=[0, 1, 2, 3])
+    b = make_trace(p[:, [1, 0, 2, 3]], correct=1, options=list("xwyz"), order=[1, 0, 2, 3])
+    band = TraceSet([a, b]).belief_band(n_boot=50)
+    np.testing.assert_allclose(band.mean[0], [0.7, 0.1, 0.1, 0.1])
+    assert list(band.options) == list("wxyz") and band.correct == 0 and band.n == 2
+    mean, lo, hi = band
+    assert mean.shape == lo.shape == hi.shape == (30, 4)
+
+
+def test_entropy_band_over_permutations():
+    stack = [one_hot_path([0] * 5, strong=0.4 + 0.1 * k) for k in range(5)]
+    mean, lo, hi = TraceSet([make_trace(s) for s in stack]).entropy_band()
+    assert mean.shape == (5,) and np.all(lo <= mean) and np.all(mean <= hi)
+    assert mean[0] == pytest.approx(np.mean([entropy(s)[0] for s in stack]))
+
+
+def test_trace_set_groups_by_variant_and_refuses_ragged_stacks():
+    p = backtracking_probs()
+    runs = TraceSet([make_trace(p, variant="base"), make_trace(p, variant="nca"), make_trace(p, variant="base")])
+    groups = runs.by_variant()
+    assert list(groups) == ["base", "nca"] and [len(g) for g in groups.values()] == [2, 1]
+    assert isinstance(runs[:2], TraceSet) and runs.probs.shape == (3, 30, 4)
+    with pytest.raises(UsageError, match="differ"):
+        TraceSet([make_trace(p), make_trace(p[:10])]).probs

@@ -1,6 +1,12 @@
-"""Looped-model loading: Huginn-format checkpoints (ours and Huginn-0125), tokenizers, prompt templates.
+"""Looped language models: one interface (``base.LoopedModel``), one module per family, checkpoints, templates.
 
-``load_model(path, device="cpu", dtype=torch.float32)`` returns a :class:`HuginnModel`;
+``base.py``        the interface (encode / initial_state / step / readout) and the run loop on top of it
+``layers.py``      RMSNorm, rotary tables, masked attention, the random initial state
+``huginn.py``      Huginn-0125 (one config dataclass + module, names mirroring the checkpoint keys)
+``checkpoint.py``  config.json (read and written there only), family recognition, safetensors loading/saving
+``prompting.py``   prompt templates (data) and option-token resolution
+
+``load_model(path, device="cpu", dtype=torch.float32)`` returns the family's :class:`LoopedModel`;
 ``load_bundle(name_or_path)`` returns the model with its tokenizer and prompt template, ready for tracing.
 ``path`` may also be the name of a model shipped in ``data/models/``.
 """
@@ -18,6 +24,7 @@ import torch
 
 from ..errors import LoopLensError, ModelFormatError
 from .checkpoint import checkpoint_hash, load_checkpoint, parse_config, read_config, save_checkpoint
+from .base import LoopedConfig, LoopedModel, StepOutput
 from .huginn import HuginnConfig, HuginnModel
 from .prompting import (BUILTIN_TEMPLATES, HUGINN_CHAT, LETTERS, PLAIN, OptionTokens, PromptTemplate,
                         resolve_option_tokens, template_for)
@@ -25,7 +32,7 @@ from .prompting import (BUILTIN_TEMPLATES, HUGINN_CHAT, LETTERS, PLAIN, OptionTo
 from ..settings import ENV_MODEL_ROOTS as ROOTS_ENV, MODELS_DIR, REPO_ROOT  # noqa: E402
 
 __all__ = [
-    "HuginnConfig", "HuginnModel", "LoadedModel", "OptionTokens", "PromptTemplate", "HUGINN_CHAT", "PLAIN",
+    "LoopedConfig", "LoopedModel", "StepOutput", "HuginnConfig", "HuginnModel", "LoadedModel", "OptionTokens", "PromptTemplate", "HUGINN_CHAT", "PLAIN",
     "BUILTIN_TEMPLATES", "LETTERS", "load_model", "load_bundle", "load_tokenizer", "resolve_model_path",
     "shipped_models", "default_model_name", "save_checkpoint", "parse_config", "resolve_option_tokens",
     "template_for", "parse_dtype",
@@ -109,8 +116,8 @@ def check_device_dtype(device: Union[str, torch.device], dtype: torch.dtype) -> 
             )
 
 
-def load_model(path, device="cpu", dtype=torch.float32) -> HuginnModel:
-    """Load a Huginn-format checkpoint directory (or a shipped model's name) into our own module."""
+def load_model(path, device="cpu", dtype=torch.float32) -> LoopedModel:
+    """Load a checkpoint directory of any implemented family (or a shipped model's name) into our own module."""
     dtype = parse_dtype(dtype)
     check_device_dtype(device, dtype)
     return load_checkpoint(resolve_model_path(path), device=device, dtype=dtype)
@@ -136,7 +143,7 @@ def load_tokenizer(path):
 class LoadedModel:
     """A model with everything tracing needs."""
 
-    model: HuginnModel
+    model: LoopedModel
     tokenizer: object
     template: PromptTemplate
     name: str
@@ -150,12 +157,6 @@ class LoadedModel:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.dtype
-
-    @property
-    def max_steps(self) -> int:
-        from ..trace import MAX_STEPS
-
-        return MAX_STEPS
 
 
 def load_bundle(name_or_path, device="cpu", dtype=torch.float32) -> LoadedModel:

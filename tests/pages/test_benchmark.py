@@ -28,7 +28,7 @@ def test_benchmark_bad_directory_is_a_message(app, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def sweep_dir(tiny_dir, tmp_path_factory):
-    from backend.dashboard import BENCHMARKS_DIR
+    from backend.settings import BENCHMARKS_DIR
     from backend.sweep import SweepSpec, run_sweep
 
     bench = sorted(BENCHMARKS_DIR.glob("*.jsonl"))

@@ -122,11 +122,11 @@ def test_bad_link_values_are_reported_not_raised(app):
 
 
 def test_no_model_shows_a_message(app, monkeypatch):
-    from backend import dashboard
+    from backend.models import runtime
 
     monkeypatch.delenv("LOOPLENS_DEFAULT_MODEL")
-    monkeypatch.setattr(dashboard, "default_model", lambda: None)
-    monkeypatch.setattr(dashboard, "model_choices", lambda: [])
+    monkeypatch.setattr(runtime, "default_model", lambda: None)
+    monkeypatch.setattr(runtime, "model_choices", lambda: [])
     at = app()
     no_exceptions(at)
     assert any("No model is available" in w.value for w in at.warning)
