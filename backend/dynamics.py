@@ -15,7 +15,7 @@ per-step series at steps relative to the event, with a bootstrap band over event
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 

@@ -32,9 +32,10 @@ gives constant beliefs after k.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -42,9 +43,9 @@ import torch
 
 from .errors import UsageError
 from .items import Item
-from .metrics import TrajectoryMetrics, analyze_trajectory
+from .counterfactual import change_summary, compare  # noqa: F401  (re-exported)
 from .models import LoadedModel, PromptTemplate
-from .settings import DEFAULT_STEPS
+from .settings import DEFAULT_STEPS, LETTERS
 from .trace import Trace, check_steps, prepare, trace_items
 
 KINDS = ("noise", "reset", "freeze", "splice")
@@ -509,6 +510,8 @@ class InterventionResult:
         if self.splice is not None:
             d["intervention"]["spliced"] = self.splice
         d["comparison"] = self.comparison
+        m = self.intervened.metrics
+        d.update({"final_answer": m.final_answer, "exploration_end": m.exploration_end, "backtracked": m.backtracked})
         return d
 
 
@@ -524,12 +527,14 @@ def trace_with_baseline(
     source: Optional[Item] = None,
     source_seed: Optional[int] = None,
     benchmark_item=None,
+    baseline: Optional[Trace] = None,
     **trace_kwargs,
 ) -> InterventionResult:
     """Trace one item with the intervention and without it (same seed and steps) and compare the two.
 
     The splice source is ``source`` / ``source_seed`` when given, else resolved from ``intervention.splice_from``
-    (a variant needs ``benchmark_item``)."""
+    (a variant needs ``benchmark_item``).  ``baseline``: the item's run without intervention when already traced
+    (it must have the same prompt, seed, init scale and steps), so that only the intervened run is computed."""
     steps = check_steps(steps)
     intervention.check(steps)
     template = template or bundle.template
@@ -543,8 +548,15 @@ def trace_with_baseline(
         tp = prepare(bundle, item, template, seed)
         sp = prepare(bundle, source, template, seed)
         plan = splice_plan(tp.ids, sp.ids, intervention.splice_positions).to_dict()
-    (base,) = trace_items(bundle, [item], steps, seeds=seed, init_scale=init_scale, template=template,
-                          **trace_kwargs)
+    if baseline is not None:
+        tp = prepare(bundle, item, template, seed)
+        if (list(baseline.prompt_ids) != list(tp.ids) or baseline.seed != seed or baseline.steps != steps
+                or float(baseline.init_scale) != float(init_scale)):
+            raise UsageError("the given baseline is another run (prompt, seed, init scale or steps differ)")
+        base = baseline
+    else:
+        (base,) = trace_items(bundle, [item], steps, seeds=seed, init_scale=init_scale, template=template,
+                              **trace_kwargs)
     (inter,) = trace_intervened(bundle, [item], intervention, steps, seeds=[seed], init_scale=init_scale,
                                 template=template, sources=None if source is None else [source],
                                 source_seeds=None if source_seed is None else [source_seed], **trace_kwargs)
@@ -552,61 +564,55 @@ def trace_with_baseline(
                                                                  base.correct), plan)
 
 
-# ---------------------------------------------------------------------------------------------- comparison
-def _runs(m: TrajectoryMetrics) -> List[Tuple[int, int, int]]:
-    return [(c.option, c.start, c.end) for c in m.commitments]
+@dataclass(frozen=True)
+class InterventionRequest:
+    """One intervened run as a page asks for it (the shape of :class:`backend.trace.TraceRequest`: ``items``,
+    ``steps``, ``key(bundle)``, ``run(bundle, on_step)``), so the pages' run cache serves it too."""
+
+    item: Item
+    intervention: Intervention
+    steps: int = DEFAULT_STEPS
+    seed: int = 0
+    init_scale: float = 1.0
+    template: Optional[PromptTemplate] = None
+    benchmark_item: object = None  # a BenchmarkItem (another variant as the splice source)
+    baseline: Optional[Trace] = None
+
+    @property
+    def items(self) -> Tuple[Item, ...]:
+        return (self.item,)
+
+    def key(self, bundle) -> str:
+        bi = None if self.benchmark_item is None else self.benchmark_item.to_dict()
+        payload = json.dumps(["intervention", str(bundle.path), bundle.checkpoint_hash, self.item.to_dict(),
+                              self.intervention.to_dict(), int(self.steps), int(self.seed), float(self.init_scale),
+                              None if self.template is None else self.template.to_json(), bi], default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def run(self, bundle, on_step=None) -> InterventionResult:
+        return trace_with_baseline(bundle, self.item, self.intervention, self.steps, seed=self.seed,
+                                   init_scale=self.init_scale, template=self.template,
+                                   benchmark_item=self.benchmark_item, baseline=self.baseline, on_step=on_step)
 
 
-def compare(probs, baseline_probs, at: int, correct: Optional[int] = None, **metric_params) -> dict:
-    """What an intervention at step ``at`` changed, against the baseline's beliefs (both [K, n]).
-
-    - ``final_changed``: the final answers differ;
-    - ``new_commitments`` / ``lost_commitments``: commitments (option, first step, last step; 1-based) present
-      only in the intervened / only in the baseline run; likewise ``new_backtracks`` / ``lost_backtracks`` as
-      (abandoned, destination) option pairs;
-    - ``diverged_at``: the first step >= at whose argmax differs from the baseline's (None: never);
-    - ``rejoin_step``: after a divergence, the first step from which the argmax equals the baseline's at every
-      later step (None when it never rejoins, i.e. the final answer changed, or it never diverged);
-    - ``max_tv`` / ``final_tv``: the largest and the final total-variation distance between the beliefs from
-      step ``at`` on.
-    """
-    p = np.asarray(probs, dtype=np.float64)
-    b = np.asarray(baseline_probs, dtype=np.float64)
-    if p.shape != b.shape:
-        raise UsageError(f"the intervened and baseline beliefs differ in shape: {p.shape} vs {b.shape}")
-    mi = analyze_trajectory(p, correct, **metric_params)
-    mb = analyze_trajectory(b, correct, **metric_params)
-    K = p.shape[0]
-    same = mi.argmax == mb.argmax
-    after = np.arange(1, K + 1) >= at
-    diff_steps = np.flatnonzero(~same & after)
-    diverged_at = int(diff_steps[0]) + 1 if diff_steps.size else None
-    rejoin = None
-    if diverged_at is not None and same[-1]:
-        last_diff = int(diff_steps[-1]) + 1
-        rejoin = last_diff + 1
-    tv = 0.5 * np.abs(p - b).sum(axis=1)
-    ri, rb = set(_runs(mi)), set(_runs(mb))
-    bi = {(a.option, c.option) for a, c in mi.backtracks}
-    bb = {(a.option, c.option) for a, c in mb.backtracks}
-    return {
-        "at": int(at),
-        "final_answer": mi.final_answer,
-        "baseline_final_answer": mb.final_answer,
-        "final_changed": mi.final_answer != mb.final_answer,
-        "is_correct": mi.is_correct,
-        "baseline_is_correct": mb.is_correct,
-        "backtracked": mi.backtracked,
-        "baseline_backtracked": mb.backtracked,
-        "new_commitments": [list(r) for r in sorted(ri - rb, key=lambda r: r[1])],
-        "lost_commitments": [list(r) for r in sorted(rb - ri, key=lambda r: r[1])],
-        "new_backtracks": [list(x) for x in sorted(bi - bb)],
-        "lost_backtracks": [list(x) for x in sorted(bb - bi)],
-        "diverged_at": diverged_at,
-        "rejoin_step": rejoin,
-        "max_tv": float(tv[at - 1:].max()),
-        "final_tv": float(tv[-1]),
-    }
+def format_result(res: "InterventionResult") -> str:
+    """The text the CLI prints for an intervened run: both runs' argmax and belief per step, then what changed."""
+    b, p = res.baseline, res.intervened
+    mb, mi = b.metrics, p.metrics
+    lines = [f"model {b.model} ({b.checkpoint_hash}), {b.steps} steps, seed {b.seed}, init scale {b.init_scale}",
+             f"intervention: {res.intervention.label()}"]
+    if res.splice is not None:
+        lines.append(f"spliced: {res.splice['description']}")
+    lines.append(f"Q: {b.question}")
+    lines += [f"  {LETTERS[i]}) {o}{'  (correct)' if b.correct == i else ''}" for i, o in enumerate(b.options)]
+    lines.append("step  baseline  intervened  " + "  ".join(f"{LETTERS[i]:>6}" for i in range(b.n_options))
+                 + "  (intervened belief)")
+    for t in range(b.steps):
+        mark = " <" if t + 1 == res.intervention.at else "  "
+        row = "  ".join(f"{x:6.3f}" for x in p.probs[t])
+        lines.append(f"{t + 1:4d}{mark}  {LETTERS[mb.argmax[t]]:>7}  {LETTERS[mi.argmax[t]]:>10}  {row}")
+    lines.append(change_summary(res.comparison))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- command line

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .dynamics import Dynamics
+from .counterfactual import change_summary
 from .plots import LAYOUT, VARIANT_COLORS, VARIANT_NAMES, band_traces, belief_figure, option_color, option_name
 from .settings import LETTERS
 
@@ -70,24 +71,6 @@ def counterfactual_figure(intervened, baseline, intervention, comparison: Mappin
     fig.update_yaxes(range=[0, 1.14])
     fig.update_xaxes(title_text="recurrent step")
     return _layout(fig, title or change_summary(comparison), "belief (renormalised over options)")
-
-
-def change_summary(c: Mapping) -> str:
-    """One line: what the intervention changed."""
-    fa, fb = LETTERS[c["final_answer"]], LETTERS[c["baseline_final_answer"]]
-    parts = [f"final answer {fb} -> {fa}" if c["final_changed"] else f"final answer unchanged ({fa})"]
-    if c.get("diverged_at") is None:
-        parts.append("the argmax never differs from the baseline's")
-    elif c.get("rejoin_step") is not None:
-        parts.append(f"diverges at step {c['diverged_at']}, rejoins the baseline's answer at step {c['rejoin_step']}")
-    else:
-        parts.append(f"diverges at step {c['diverged_at']} and never rejoins")
-    nb, lb = c.get("new_backtracks") or [], c.get("lost_backtracks") or []
-    if nb:
-        parts.append("new backtrack " + ", ".join(f"{LETTERS[a]} -> {LETTERS[b]}" for a, b in nb))
-    if lb:
-        parts.append("lost backtrack " + ", ".join(f"{LETTERS[a]} -> {LETTERS[b]}" for a, b in lb))
-    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- dynamics
