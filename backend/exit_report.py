@@ -16,20 +16,23 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from .errors import UsageError
+from .dynamics import backtrack_steps, dynamics, event_profiles
 from .interventions import Intervention, trace_intervened
-from .items import Item
+from .items import VARIANTS, Item
 from .metrics import bootstrap_ci
-from .settings import NOISE_SIGMA, RUN_LENGTH
+from .settings import DEFAULT_PERMUTATIONS, DEFAULT_SEED, DEFAULT_STEPS, NOISE_SIGMA, RUN_LENGTH
+from .sweep import instance_seed
 from .stopping import Rule, exit_rule_table, record_of
 from .trace import Trace, trace_items
 
 __all__ = ["records_from_results", "exit_rule_table_for_results", "noise_ponr_records", "ponr_table",
-           "backtrack_splice_records", "backtrack_splice_table", "exit_rule_table_for_traces"]
+           "ponr_summary", "backtrack_splice_records", "backtrack_splice_table", "exit_rule_table_for_traces",
+           "final_backtrack", "intervention_study"]
 
 
 # ---------------------------------------------------------------------------------------------- exit rules
@@ -129,17 +132,29 @@ def ponr_table(records: Iterable[Mapping], n_boot: int = 1000, seed: int = 0) ->
     return rows
 
 
-def point_of_no_return(rows: Sequence[Mapping], level: float = 0.05) -> Dict[tuple, Optional[int]]:
-    """Per (variant, sigma, group): the first step k from which the changed share stays <= ``level``."""
+def ponr_summary(rows: Sequence[Mapping], level: float = 0.05) -> List[dict]:
+    """Per (variant, sigma, group) of a :func:`ponr_table`: the largest changed share and its step, and
+
+    - ``first_stable_step``: the first step k from which the share stays <= ``level`` at every later step (a
+      point of no return: noise from there on no longer changes the answer; None when the last step is above);
+    - ``last_safe_step``: the last step k such that the share is <= ``level`` at every step up to k (noise up to
+      there is recovered from; None when step 1 is already above); ``K - last_safe_step`` is the number of
+      remaining steps the model needs to recover.
+    """
     by: Dict[tuple, List[tuple]] = defaultdict(list)
     for r in rows:
-        by[(r["variant"], r["sigma"], r["group"])].append((r["at"], r["share"]))
-    out = {}
-    for key, pts in by.items():
+        if r["share"] is not None:
+            by[(r["variant"], r["sigma"], r["group"])].append((r["at"], r["share"]))
+    out = []
+    for (v, s, g), pts in by.items():
         pts.sort()
-        above = [k for k, s in pts if s is not None and s > level]
-        later = [k for k, _ in pts if not above or k > max(above)]
-        out[key] = later[0] if later else None
+        ks = [k for k, _ in pts]
+        high = [k for k, x in pts if x > level]
+        first_stable = ks[0] if not high else next((k for k in ks if k > max(high)), None)
+        last_safe = ks[-1] if not high else next((k for k in reversed(ks) if k < min(high)), None)
+        kmax, smax = max(pts, key=lambda p: (p[1], -p[0]))
+        out.append({"variant": v, "sigma": s, "group": g, "level": level, "max_share": smax, "max_at": kmax,
+                    "first_stable_step": first_stable, "last_safe_step": last_safe})
     return out
 
 
@@ -211,3 +226,71 @@ def backtrack_splice_table(records: Iterable[Mapping], n_boot: int = 1000, seed:
             row[f"{q}_low"], row[f"{q}_high"] = st["low"], st["high"]
         rows.append(row)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------- all of it
+def intervention_study(bundle, bench_items: Sequence, steps: int = DEFAULT_STEPS, variants: Sequence[str] = VARIANTS,
+                       permutations: int = DEFAULT_PERMUTATIONS, ponr_permutations: int = 1,
+                       sigmas: Sequence[float] = (0.5, 2.0, 8.0), splice_positions: Sequence[str] = ("last", "all"),
+                       base_seed: int = DEFAULT_SEED, n_boot: int = 1000, level: float = 0.05,
+                       progress: Optional[Callable[[str], None]] = None) -> dict:
+    """The exit-rule table, dynamics around backtracks and the backtrack splice over every (item, variant,
+    permutation < ``permutations``) instance, and the point-of-no-return curve over the permutations below
+    ``ponr_permutations`` (steps 1..K-1 for each sigma).  Initial-state seeds as a sweep's (``instance_seed``),
+    so the baselines are the sweep's instances.  JSON-ready."""
+    say = progress or (lambda s: None)
+    items, seeds = [], []
+    for bi in bench_items:
+        avail = set(bi.available_variants())
+        for v in variants:
+            if v not in avail:
+                continue
+            for p in range(permutations):
+                items.append(bi.instance(v, p))
+                seeds.append(instance_seed(base_seed, bi.id, v, p, 0))
+    if not items:
+        raise UsageError("no instances: the benchmark has none of the requested variants")
+    base = trace_items(bundle, items, steps, seeds=seeds)
+    say(f"baseline: {len(base)} instances")
+    out: dict = {"parameters": {"model": bundle.name, "checkpoint_hash": bundle.checkpoint_hash, "steps": steps,
+                                "variants": list(variants), "permutations": permutations,
+                                "ponr_permutations": ponr_permutations, "sigmas": list(sigmas),
+                                "splice_positions": list(splice_positions), "base_seed": base_seed,
+                                "level": level, "n_boot": n_boot}}
+    summary = {}
+    for v in variants:
+        tv = [t for t in base if t.variant == v]
+        if tv:
+            acc = [t.metrics.is_correct for t in tv if t.metrics.is_correct is not None]
+            summary[v] = {"n": len(tv), "accuracy": float(np.mean(acc)) if acc else None,
+                          "backtracked": float(np.mean([t.metrics.backtracked for t in tv]))}
+    out["baseline"] = summary
+    out["exit_rules"] = exit_rule_table_for_traces(base)
+    prof = {}
+    for v in variants:
+        tv = [t for t in base if t.variant == v and t.metrics.backtracked]
+        if tv:
+            dyn = [dynamics(t.hidden_last.astype(np.float32)) for t in tv]
+            prof[v] = {q: p.to_dict() for q, p in event_profiles(dyn, [backtrack_steps(t.metrics) for t in tv],
+                                                                 4, 4, n_boot=n_boot).items()}
+    out["dynamics_around_backtracks"] = prof
+    say("exit rules and dynamics done")
+    sp: List[dict] = []
+    for pos in splice_positions:
+        sp += backtrack_splice_records(bundle, items, seeds, steps, baseline=base, positions=pos)
+    out["backtrack_splice"] = backtrack_splice_table(sp, n_boot=n_boot)
+    say("backtrack splice done")
+    sel = [i for i, it in enumerate(items) if it.permutation < ponr_permutations]
+    recs: List[dict] = []
+    for s in sigmas:
+        recs += noise_ponr_records(bundle, [items[i] for i in sel], [seeds[i] for i in sel], steps, sigma=s,
+                                   baseline=[base[i] for i in sel])
+        say(f"noise sigma {s:g} done")
+    out["ponr"] = ponr_table(recs, n_boot=n_boot)
+    out["ponr_summary"] = ponr_summary(out["ponr"], level)
+    by = defaultdict(list)
+    for r in recs:
+        by[(r["variant"], r["sigma"], r["at"])].append(r["changed_at_k"])
+    out["ponr_changed_at_k"] = [{"variant": v, "sigma": s, "at": k, "share": float(np.mean(x))}
+                                for (v, s, k), x in sorted(by.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2]))]
+    return out

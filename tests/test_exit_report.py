@@ -9,7 +9,7 @@ import pytest
 
 from backend.errors import UsageError
 from backend.exit_report import (backtrack_splice_records, backtrack_splice_table, exit_rule_table_for_results,
-                                 final_backtrack, noise_ponr_records, point_of_no_return, ponr_table)
+                                 final_backtrack, noise_ponr_records, ponr_summary, ponr_table)
 from backend.items import Item
 from backend.metrics import analyze_trajectory
 from backend.trace import trace_items
@@ -56,9 +56,14 @@ def test_ponr_table_and_point():
     assert allrows[3]["low"] <= 0.5 <= allrows[3]["high"] and allrows[3]["n"] == 10
     bt = {r["at"]: r for r in rows if r["group"] == "backtracked"}
     assert bt[3]["share"] == 1.0 and bt[3]["n"] == 4
-    # the curve rises towards the end here (late noise matters): no step from which it stays low
-    assert point_of_no_return(rows, 0.05)[("base", 1.0, "all")] is None
-    assert point_of_no_return([r for r in rows if r["at"] < 3], 0.05)[("base", 1.0, "all")] == 2
+    (summ,) = [r for r in ponr_summary(rows, 0.05) if r["group"] == "all"]
+    # the curve is high at 1, low at 2, high at 3 (late noise matters): no step from which it stays low
+    assert summ["first_stable_step"] is None and summ["last_safe_step"] is None
+    assert summ["max_share"] == 0.5 and summ["max_at"] == 3
+    (early,) = [r for r in ponr_summary([r for r in rows if r["at"] < 3], 0.05) if r["group"] == "all"]
+    assert early["first_stable_step"] == 2 and early["last_safe_step"] is None
+    (late,) = [r for r in ponr_summary([r for r in rows if r["at"] > 1], 0.05) if r["group"] == "all"]
+    assert late["first_stable_step"] is None and late["last_safe_step"] == 2
 
 
 def test_final_backtrack_pair():
@@ -95,3 +100,22 @@ def test_backtrack_splice_records_plan(tiny_bundle):
     assert table[0]["n"] == 1 and table[0]["positions"] == "all"
     steady = dataclasses.replace(real, probs=one_hot_path([1] * 12), _metrics=None)
     assert backtrack_splice_records(tiny_bundle, [Q], [4], 12, baseline=[steady]) == []  # no backtrack, no splice
+
+
+def test_intervention_study_on_a_tiny_benchmark(tiny_bundle):
+    import json
+
+    from backend.exit_report import intervention_study
+    from backend.items import BenchmarkItem
+
+    bi = BenchmarkItem(id="b1", question="What is the capital of France?", answer="Paris",
+                       distractors=["London", "Berlin", "Madrid"], easy_distractors=["blue", "seven", "dog"])
+    out = intervention_study(tiny_bundle, [bi], steps=6, permutations=2, ponr_permutations=1, sigmas=(0.0,),
+                             n_boot=50)
+    json.dumps(out)
+    assert set(out["baseline"]) == {"base", "easy"} and out["baseline"]["base"]["n"] == 2
+    last = {r["variant"]: r for r in out["exit_rules"] if r["rule"] == "last"}
+    assert last["base"]["accuracy"] == out["baseline"]["base"]["accuracy"]
+    assert {r["at"] for r in out["ponr"]} == {1, 2, 3, 4, 5}
+    assert all(r["share"] == 0.0 for r in out["ponr"])  # sigma 0 never changes an answer
+    assert all(r["max_share"] == 0.0 and r["first_stable_step"] == 1 for r in out["ponr_summary"])
