@@ -1,77 +1,39 @@
-"""Report tables of issue 12: exit rules on a results set, and the point of no return under interventions.
+"""Running the measurements of issue 12 on a model: the point of no return under noise, the backtrack splice,
+and everything at once (:func:`intervention_study`).  The tables built from their records are torch-free
+(:mod:`backend.intervention_tables`), and so is the exit-rule table of a results set
+(:func:`backend.stopping.exit_rule_table_for_results`).
 
-- :func:`exit_rule_table_for_results`: the exit-rule table (rule, setting, mean steps, accuracy, never-stopped
-  share, per variant; the oracle as the bound) from a sweep's rows (``belief`` per step; the last-position
-  states when the sweep kept them).
 - :func:`noise_ponr_records` / :func:`ponr_table`: the point-of-no-return curve: for each step k, the share of
   instances whose final answer changes when noise of scale sigma is added to the state at step k (per variant;
   also split by whether the baseline backtracked).
 - :func:`backtrack_splice_records` / :func:`backtrack_splice_table`: for each backtracking instance (the last
-  abandoned commitment a before the commitment to the final answer b), the state at the last step of the abandoned commitment (j) is spliced into the run once
-  the new commitment is established (k = first step of b + run length - 1), at the last position only by
-  default (splicing every position of a run's own state replays the baseline from step j, which answers
+  abandoned commitment a before the commitment to the final answer b), the state at the last step of the
+  abandoned commitment (j) is spliced into the run once the new commitment is established (k = first step of
+  b + run length - 1), at the last position only by default (splicing every position of a run's own state replays the baseline from step j, which answers
   nothing): does the abandoned answer a come back (argmax a at step k), is it the final answer, does the final
   answer change?
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from .errors import UsageError
 from .dynamics import backtrack_steps, dynamics, event_profiles
+from .errors import UsageError
+from .intervention_tables import backtrack_splice_table, final_backtrack, ponr_summary, ponr_table
 from .interventions import Intervention, trace_intervened
 from .items import VARIANTS, Item
-from .metrics import bootstrap_ci
 from .settings import DEFAULT_PERMUTATIONS, DEFAULT_SEED, DEFAULT_STEPS, NOISE_SIGMA, RUN_LENGTH
-from .sweep import instance_seed
 from .stopping import Rule, exit_rule_table, record_of
+from .sweep import instance_seed
 from .trace import Trace, trace_items
 
-__all__ = ["records_from_results", "exit_rule_table_for_results", "noise_ponr_records", "ponr_table",
-           "ponr_summary", "backtrack_splice_records", "backtrack_splice_table", "exit_rule_table_for_traces",
-           "final_backtrack", "intervention_study"]
+__all__ = ["exit_rule_table_for_traces", "noise_ponr_records", "backtrack_splice_records", "intervention_study"]
 
 
 # ---------------------------------------------------------------------------------------------- exit rules
-def records_from_results(df, hidden: Optional[np.ndarray] = None) -> List[dict]:
-    """Exit-rule inputs from a sweep's rows (``belief``, ``correct``, ``variant``; ``exit_probs`` if stored);
-    ``hidden``: float16 [rows, steps, E] last-position states in row order (the sweep's ``_hidden`` parts)."""
-    need = [c for c in ("belief", "variant", "correct") if c not in df.columns]
-    if need:
-        raise UsageError(f"the results lack column(s) {', '.join(need)}: not a LoopLens sweep")
-    if hidden is not None and len(hidden) != len(df):
-        raise UsageError(f"{len(hidden)} hidden-state rows for {len(df)} result rows")
-    out = []
-    has_exit = "exit_prob" in df.columns
-    for i, row in enumerate(df.itertuples(index=False)):
-        out.append({
-            "probs": np.stack([np.asarray(r, dtype=np.float64) for r in row.belief]),
-            "correct": _opt_int(row.correct), "variant": row.variant,
-            "states": None if hidden is None else hidden[i],
-            "exit_probs": None if not has_exit or getattr(row, "exit_prob") is None
-            else np.asarray(getattr(row, "exit_prob"), dtype=np.float64),
-        })
-    return out
-
-
-def _opt_int(x) -> Optional[int]:
-    """An optional index from a results cell (None, NaN and pandas' NA are missing)."""
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if np.isnan(f) else int(f)
-
-
-def exit_rule_table_for_results(df, hidden: Optional[np.ndarray] = None,
-                                rules: Optional[Sequence[Rule]] = None) -> List[dict]:
-    """The exit-rule table of a results set (see :func:`backend.stopping.exit_rule_table`)."""
-    return exit_rule_table(records_from_results(df, hidden), rules)
-
-
 def exit_rule_table_for_traces(traces: Iterable[Trace], rules: Optional[Sequence[Rule]] = None) -> List[dict]:
     return exit_rule_table((record_of(t) for t in traces), rules)
 
@@ -108,69 +70,7 @@ def noise_ponr_records(bundle, items: Sequence[Item], seeds: Sequence[int], step
     return out
 
 
-def _share(values: List[bool], n_boot: int, seed: int) -> dict:
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return {"n": 0, "share": None, "low": None, "high": None}
-    est, lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed)
-    return {"n": int(v.size), "share": float(est), "low": float(lo), "high": float(hi)}
-
-
-def ponr_table(records: Iterable[Mapping], n_boot: int = 1000, seed: int = 0) -> List[dict]:
-    """Per (variant, sigma, group, k): the share of instances whose final answer changed, with a bootstrap
-    interval over instances; ``group`` is ``all``, ``backtracked`` or ``not backtracked`` (the baseline's)."""
-    cells: Dict[tuple, List[bool]] = defaultdict(list)
-    for r in records:
-        groups = ["all", "backtracked" if r["baseline_backtracked"] else "not backtracked"]
-        for g in groups:
-            cells[(r["variant"], r["sigma"], g, r["at"])].append(bool(r["final_changed"]))
-    rank = {"all": 0, "backtracked": 1, "not backtracked": 2}
-    rows = []
-    for key in sorted(cells, key=lambda k: (str(k[0]), k[1], rank[k[2]], k[3])):
-        v, s, g, k = key
-        rows.append({"variant": v, "sigma": s, "group": g, "at": k, **_share(cells[key], n_boot, seed)})
-    return rows
-
-
-def ponr_summary(rows: Sequence[Mapping], level: float = 0.05) -> List[dict]:
-    """Per (variant, sigma, group) of a :func:`ponr_table`: the largest changed share and its step, and
-
-    - ``first_stable_step``: the first step k from which the share stays <= ``level`` at every later step (a
-      point of no return: noise from there on no longer changes the answer; None when the last step is above);
-    - ``last_safe_step``: the last step k such that the share is <= ``level`` at every step up to k (noise up to
-      there is recovered from; None when step 1 is already above); ``K - last_safe_step`` is the number of
-      remaining steps the model needs to recover.
-    """
-    by: Dict[tuple, List[tuple]] = defaultdict(list)
-    for r in rows:
-        if r["share"] is not None:
-            by[(r["variant"], r["sigma"], r["group"])].append((r["at"], r["share"]))
-    out = []
-    for (v, s, g), pts in by.items():
-        pts.sort()
-        ks = [k for k, _ in pts]
-        high = [k for k, x in pts if x > level]
-        first_stable = ks[0] if not high else next((k for k in ks if k > max(high)), None)
-        last_safe = ks[-1] if not high else next((k for k in reversed(ks) if k < min(high)), None)
-        kmax, smax = max(pts, key=lambda p: (p[1], -p[0]))
-        out.append({"variant": v, "sigma": s, "group": g, "level": level, "max_share": smax, "max_at": kmax,
-                    "first_stable_step": first_stable, "last_safe_step": last_safe})
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- backtrack splice
-def final_backtrack(m):
-    """(abandoned commitment, commitment to the final answer) of a backtracking run, or None: the last
-    commitment to the final answer and the latest commitment to another answer before it (method.md)."""
-    if not m.backtracked:
-        return None
-    idx = [i for i, c in enumerate(m.commitments) if c.option == m.final_answer]
-    if not idx:
-        return None
-    before = [c for c in m.commitments[:idx[-1]] if c.option != m.final_answer]
-    return (before[-1], m.commitments[idx[-1]]) if before else None
-
-
 def backtrack_splice_records(bundle, items: Sequence[Item], seeds: Sequence[int], steps: int,
                              baseline: Optional[Sequence[Trace]] = None, positions: str = "last",
                              run_length: int = RUN_LENGTH, **trace_kwargs) -> List[dict]:
@@ -209,23 +109,6 @@ def backtrack_splice_records(bundle, items: Sequence[Item], seeds: Sequence[int]
                         "final_changed": t.metrics.final_answer != b.metrics.final_answer,
                         "baseline_is_correct": b.metrics.is_correct, "is_correct": t.metrics.is_correct})
     return out
-
-
-def backtrack_splice_table(records: Iterable[Mapping], n_boot: int = 1000, seed: int = 0) -> List[dict]:
-    """Per (variant, positions): shares of spliced backtracking instances where the abandoned answer is the
-    argmax right after the splice, ever again, or the final answer, and where the final answer changed."""
-    cells: Dict[tuple, List[Mapping]] = defaultdict(list)
-    for r in records:
-        cells[(r["variant"], r["positions"])].append(r)
-    rows = []
-    for (v, pos), rs in sorted(cells.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        row = {"variant": v, "positions": pos, "n": len(rs)}
-        for q in ("returns_at_k", "ever_returns", "final_is_abandoned", "final_changed"):
-            st = _share([bool(r[q]) for r in rs], n_boot, seed)
-            row[q] = st["share"]
-            row[f"{q}_low"], row[f"{q}_high"] = st["low"], st["high"]
-        rows.append(row)
-    return rows
 
 
 # ---------------------------------------------------------------------------------------------- all of it

@@ -237,3 +237,39 @@ def exit_rule_table(records: Iterable[Mapping], rules: Optional[Sequence[Rule]] 
             "steps": Ks.pop() if len(Ks) == 1 else None,
         })
     return rows
+
+
+def records_from_results(df, hidden: Optional[np.ndarray] = None) -> List[dict]:
+    """Exit-rule inputs from a sweep's rows (``belief``, ``correct``, ``variant``; ``exit_probs`` if stored);
+    ``hidden``: float16 [rows, steps, E] last-position states in row order (the sweep's ``_hidden`` parts)."""
+    need = [c for c in ("belief", "variant", "correct") if c not in df.columns]
+    if need:
+        raise UsageError(f"the results lack column(s) {', '.join(need)}: not a LoopLens sweep")
+    if hidden is not None and len(hidden) != len(df):
+        raise UsageError(f"{len(hidden)} hidden-state rows for {len(df)} result rows")
+    out = []
+    has_exit = "exit_prob" in df.columns
+    for i, row in enumerate(df.itertuples(index=False)):
+        out.append({
+            "probs": np.stack([np.asarray(r, dtype=np.float64) for r in row.belief]),
+            "correct": _opt_int(row.correct), "variant": row.variant,
+            "states": None if hidden is None else hidden[i],
+            "exit_probs": None if not has_exit or getattr(row, "exit_prob") is None
+            else np.asarray(getattr(row, "exit_prob"), dtype=np.float64),
+        })
+    return out
+
+
+def _opt_int(x) -> Optional[int]:
+    """An optional index from a results cell (None, NaN and pandas' NA are missing)."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(f) else int(f)
+
+
+def exit_rule_table_for_results(df, hidden: Optional[np.ndarray] = None,
+                                rules: Optional[Sequence[Rule]] = None) -> List[dict]:
+    """The exit-rule table of a results set (see :func:`backend.stopping.exit_rule_table`)."""
+    return exit_rule_table(records_from_results(df, hidden), rules)

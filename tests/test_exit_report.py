@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from backend.errors import UsageError
-from backend.exit_report import (backtrack_splice_records, backtrack_splice_table, exit_rule_table_for_results,
-                                 final_backtrack, noise_ponr_records, ponr_summary, ponr_table)
+from backend.exit_report import backtrack_splice_records, noise_ponr_records
+from backend.intervention_tables import backtrack_splice_table, final_backtrack, ponr_summary, ponr_table
+from backend.stopping import exit_rule_table_for_results
 from backend.items import Item
 from backend.metrics import analyze_trajectory
 from backend.trace import trace_items
