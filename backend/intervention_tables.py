@@ -1,14 +1,17 @@
-"""Point-of-no-return and backtrack-splice tables from intervention records.  Pure numpy (no torch), so a
-report can build them from stored records; the records come from :mod:`backend.exit_report`.
+"""Point-of-no-return and backtrack-splice tables from intervention records, and the sections issue 12 adds to
+a sweep report (:func:`report_sections`).  Pure numpy (no torch), so a report can build them from stored
+records; the records come from :mod:`backend.exit_report`.
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, Iterable, List, Mapping, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .metrics import bootstrap_ci
+from .dynamics import backtrack_steps, dynamics, event_profiles
+from .metrics import analyze_trajectory, bootstrap_ci
+from .stopping import exit_rule_table, records_from_results
 
 
 def final_backtrack(m):
@@ -88,3 +91,37 @@ def backtrack_splice_table(records: Iterable[Mapping], n_boot: int = 1000, seed:
             row[f"{q}_low"], row[f"{q}_high"] = st["low"], st["high"]
         rows.append(row)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------- a report's sections
+def dynamics_around_backtracks(probs_list: Sequence, states_list: Sequence, variants: Sequence, before: int = 4,
+                               after: int = 4, n_boot: int = 1000) -> Dict[str, dict]:
+    """Per variant: the four latent-dynamics quantities at steps relative to each backtrack (mean, 95% band)."""
+    groups: Dict[str, list] = defaultdict(list)
+    for p, h, v in zip(probs_list, states_list, variants):
+        if h is None:
+            continue
+        m = analyze_trajectory(p)
+        if m.backtracked:
+            groups[str(v)].append((dynamics(np.asarray(h, dtype=np.float32)), backtrack_steps(m)))
+    return {v: {q: prof.to_dict() for q, prof in event_profiles([d for d, _ in g], [e for _, e in g], before,
+                                                                 after, n_boot=n_boot).items()}
+            for v, g in sorted(groups.items())}
+
+
+def report_sections(df, hidden: Optional[np.ndarray] = None, study: Optional[Mapping] = None,
+                    n_boot: int = 1000) -> dict:
+    """What issue 12 adds to a sweep report (JSON-ready): ``exit_rules`` (from the rows' beliefs, and the
+    last-position states when ``hidden`` [rows, steps, E] is given), ``dynamics_around_backtracks`` (with
+    ``hidden``), and, when an intervention study of the same model is given (``study``: the dict of
+    :func:`backend.exit_report.intervention_study`), its point-of-no-return table and summary and the backtrack
+    splice table."""
+    recs = records_from_results(df, hidden)
+    out = {"exit_rules": exit_rule_table(recs)}
+    if hidden is not None:
+        out["dynamics_around_backtracks"] = dynamics_around_backtracks(
+            [r["probs"] for r in recs], [r["states"] for r in recs], [r["variant"] for r in recs], n_boot=n_boot)
+    if study is not None:
+        out["interventions"] = {k: study[k] for k in ("parameters", "ponr", "ponr_summary", "ponr_changed_at_k",
+                                                      "backtrack_splice") if k in study}
+    return out

@@ -120,3 +120,20 @@ def test_intervention_study_on_a_tiny_benchmark(tiny_bundle):
     assert {r["at"] for r in out["ponr"]} == {1, 2, 3, 4, 5}
     assert all(r["share"] == 0.0 for r in out["ponr"])  # sigma 0 never changes an answer
     assert all(r["max_share"] == 0.0 and r["first_stable_step"] == 1 for r in out["ponr_summary"])
+
+
+def test_report_sections_from_rows_hidden_and_a_study():
+    from backend.intervention_tables import report_sections
+
+    df = _rows()
+    hidden = np.stack([np.cumsum(np.ones((6, 4)), 0)] * 3).astype(np.float16)
+    study = {"parameters": {"sigmas": [1.0]}, "ponr": [{"variant": "base", "at": 1}], "ponr_summary": [],
+             "backtrack_splice": [], "exit_rules": "not copied"}
+    sec = report_sections(df, hidden, study, n_boot=50)
+    assert {r["rule"] for r in sec["exit_rules"]} >= {"latent", "last", "oracle"}
+    # the 'wrong' row backtracks A -> B at step 4 (commitments A 1-3, B 4-6)
+    prof = sec["dynamics_around_backtracks"]["base"]["step_size"]
+    assert prof["n_events"] == 1 and prof["offsets"][4] == 0
+    assert sec["interventions"]["ponr"] == study["ponr"] and "exit_rules" not in sec["interventions"]
+    plain = report_sections(df)
+    assert "dynamics_around_backtracks" not in plain and "interventions" not in plain
