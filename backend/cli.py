@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
-from . import similarity, validate
+from . import interventions, similarity, validate
 from .cups import RECIPES, benchmark_splits
 from .learn import main as learn_main
 from .errors import LoopLensError, UsageError
@@ -52,6 +52,7 @@ def _add_trace(sub):
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    interventions.add_cli_arguments(p)
     p.set_defaults(func=cmd_trace)
 
 
@@ -301,6 +302,9 @@ def _build_item(a):
 
 def cmd_trace(a) -> int:
     check_steps(a.steps)
+    iv = interventions.intervention_from_args(a)
+    if iv is not None:
+        iv.check(a.steps)
     item = _build_item(a)
     template = PromptTemplate.from_file(a.template) if a.template else None
     model_name = a.model
@@ -309,6 +313,12 @@ def cmd_trace(a) -> int:
         if model_name is None:
             raise LoopLensError("no --model given and no model is shipped in data/models")
     bundle = load_bundle(model_name, device=a.device, dtype=a.dtype)
+    if iv is not None:
+        bench_item = load_benchmark(a.benchmark).get(a.item) if a.benchmark else None
+        res = interventions.trace_with_baseline(bundle, item, iv, a.steps, seed=a.seed, init_scale=a.init_scale,
+                                                template=template, benchmark_item=bench_item)
+        print(json.dumps(res.to_dict()) if a.json else interventions.format_result(res))
+        return 0
     (tr,) = trace_items(bundle, [item], a.steps, seeds=a.seed if a.seed is not None else None,
                         init_scale=a.init_scale, template=template)
     m = tr.metrics
