@@ -342,9 +342,10 @@ def scan(out: Path, fp: Optional[str], verify_hidden: bool = True) -> ScanResult
 
 def refresh(out: Path, sc: ScanResult, fp: Optional[str]) -> None:
     """Add the keys of parts that appeared since ``sc`` was made (other writers); call under the write lock."""
-    for p in part_paths(out):
-        if p.name in sc.seen:
-            continue
+    new = [n for n in os.listdir(out) if n.startswith(PART_PREFIX) and n.endswith(".parquet") and n not in sc.seen]
+    for p in sorted(out / n for n in new):  # only names not read before: no stat per known part
+        if not p.is_file():
+            raise damaged(p, "is not a file (a part should be a Parquet file)")
         sc.seen.add(p.name)
         sc.parts += 1
         c = check_part(p, fp, verify_hidden=False)
