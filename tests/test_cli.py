@@ -36,6 +36,16 @@ def test_trace_question_json(tiny_dir):
     assert len(d["probs"]) == 6 and all(abs(sum(r) - 1) < 1e-9 for r in d["probs"])
     for k in ("final_answer", "exploration_end", "backtracked"):
         assert k in d
+    # issue 10: the raw masses stay, and each step carries its low-mass flag under the threshold used
+    assert d["mass_threshold"] == 0.01 and len(d["low_mass"]) == 6
+    assert d["low_mass"] == [sum(r) < 0.01 for r in d["raw_mass"]]
+    code, out, err = run("trace", "--model", tiny_dir, "--question", "Capital of France?", "--option", "Paris",
+                         "--option", "London", "--steps", "3", "--seed", "4", "--json", "--mass-threshold", "1")
+    d = json.loads(out)
+    assert code == 0 and d["mass_threshold"] == 1.0 and d["low_mass"] == [sum(r) < 1 for r in d["raw_mass"]]
+    code, _, err = run("trace", "--model", tiny_dir, "--question", "Q?", "--option", "a", "--option", "b",
+                       "--mass-threshold", "2")
+    assert code == 2 and "mass threshold must be a number between 0 and 1" in err and "Traceback" not in err
 
 
 def test_trace_benchmark_item_variant_permutation(tiny_dir, bench):
@@ -52,6 +62,7 @@ def test_trace_readable_summary(tiny_dir):
                          "--steps", "3", "--init-scale", "0")
     assert code == 0, err
     assert "final answer:" in out and "exploration:" in out and "backtracked:" in out
+    assert "steps below the mass threshold 0.01" in out
 
 
 @pytest.mark.parametrize("args,needle", [
