@@ -495,8 +495,20 @@ def report_entropy_figure(rep: dict, normalised: bool = True) -> go.Figure:
         for v in [v for v in ("base", "easy", "nca") if v in set(df["variant"])]:
             g = df[df["variant"] == v].sort_values("step")
             bands[v] = tuple(g[c + sfx].astype(float).to_numpy() for c in ("mean", "lo", "hi"))
-    return entropy_bands_figure(bands, title="Entropy by variant (mean over instances, 95% item-bootstrap band)",
-                                normalised=normalised)
+    fig = entropy_bands_figure(bands, title="Entropy by variant (mean over instances, 95% item-bootstrap band)",
+                               normalised=normalised)
+    low = {}
+    if len(df) and "low_mass_share" in df.columns:
+        for v in bands:
+            g = df[df["variant"] == v].sort_values("step")
+            last = g["low_mass_share"].iloc[-1] if len(g) else None
+            if last is not None and not pd.isna(last):
+                low[v] = float(last)
+    if low:
+        thr = (rep.get("meta") or {}).get("mass_threshold", MASS_THRESHOLD)
+        fig.update_layout(legend_title_text=f"instances below the mass threshold {thr:g} at the last step: " +
+                          ", ".join(f"{VARIANT_NAMES.get(v, v)} {x:.0%}" for v, x in low.items()))
+    return fig
 
 
 def report_exploration_pair_figure(rep: dict) -> go.Figure:
@@ -521,15 +533,31 @@ def report_exploration_pair_figure(rep: dict) -> go.Figure:
 
 
 def report_rank_figure(rep: dict) -> go.Figure:
-    """Abandoned-answer similarity rank shares (Base) with intervals, against chance (1/3)."""
+    """Similarity rank shares (Base) with intervals: the abandoned answers beside the two baselines -- the model's
+    other wrong choices and its frontrunner -- and chance (1/3)."""
+    base = (rep.get("variants") or {}).get("base") or next(
+        (g for g in rep.get("groups", []) if g.get("variant") == "base" and g.get("domain") == "all"), {})
     rows = {r["key"]: r for r in rep.get("headline", [])}
-    vals, lo, hi = [], [], []
-    for j in (1, 2, 3):
-        r = rows.get(f"abandoned_rank_{j}") or {}
-        vals.append(r.get("value") if r.get("value") is not None else np.nan)
-        lo.append(r.get("lo") if r.get("lo") is not None else np.nan)
-        hi.append(r.get("hi") if r.get("hi") is not None else np.nan)
-    return rank_share_figure(vals, lo, hi, title="Abandoned answer: similarity rank among the distractors (Base)")
+    series = [("abandoned answers", "#1f77b4", [rows.get(f"abandoned_rank_{j}") or {} for j in (1, 2, 3)])]
+    for name, key, color in (("wrong choices", "wrong_choice_similarity_ranks", "#7f7f7f"),
+                             ("frontrunner", "frontrunner_similarity_ranks", "#ff7f0e")):
+        d = base.get(key)
+        if isinstance(d, dict):
+            series.append((f"{name} (n {d.get('n', 0)})", color, [d.get(f"rank_{j}") or {} for j in (1, 2, 3)]))
+    fig = go.Figure()
+    x = [f"rank {k}" for k in (1, 2, 3)]
+    for name, color, sts in series:
+        v = np.array([s.get("value") if s.get("value") is not None else np.nan for s in sts], dtype=float)
+        lo = np.array([s.get("lo") if s.get("lo") is not None else np.nan for s in sts], dtype=float)
+        hi = np.array([s.get("hi") if s.get("hi") is not None else np.nan for s in sts], dtype=float)
+        fig.add_trace(go.Bar(x=x, y=v, name=name, marker_color=color,
+                             error_y=dict(type="data", symmetric=False, array=hi - v, arrayminus=v - lo)))
+    _add(fig, [hline(1 / 3, "chance", color="#d62728")],
+         [line_label(1 / 3, "chance 1/3", "chance_label", color="#d62728")])
+    fig.update_yaxes(range=[0, 1])
+    fig.update_layout(barmode="group", hovermode="closest")
+    return _base_layout(fig, "Similarity rank among the distractors (Base): abandoned answers vs the model's other "
+                        "wrong choices and its frontrunner", "share", "similarity rank (1 = most similar to the stem)")
 
 
 def report_backtracking_figure(rep: dict) -> go.Figure:

@@ -153,16 +153,14 @@ def derive(df: pd.DataFrame, similarity: Optional[dict], mass_threshold: float =
             out[f"_expl_kl{i}"] = np.nan
     # Similarity ranks of the frontrunner and of the wrong choices.
     front, wrong = [], []
-    has_front = "frontrunner" in df.columns and "options" in df.columns
-    for idx in df.index:
-        r = df.loc[idx]
-        iid, var = r["item_id"], r["variant"]
-        opts = list(r["options"]) if "options" in df.columns and r["options"] is not None else []
-        corr = r["correct"]
+    n = len(df)
+    col = lambda c: df[c].tolist() if c in df.columns else [None] * n  # noqa: E731
+    for iid, var, opts, corr, fr, fa in zip(df["item_id"].tolist(), df["variant"].tolist(), col("options"),
+                                            df["correct"].tolist(), col("frontrunner"), df["final_answer"].tolist()):
+        opts = list(opts) if opts is not None else []
         corr = None if corr is None or pd.isna(corr) else int(corr)
-        fr = r["frontrunner"] if has_front else None
         fr = None if fr is None or pd.isna(fr) else int(fr)
-        fa = None if pd.isna(r["final_answer"]) else int(r["final_answer"])
+        fa = None if fa is None or pd.isna(fa) else int(fa)
         fr_rank = _option_rank(similarity, iid, var, opts[fr]) if fr is not None and fr < len(opts) and fr != corr \
             else None
         front.append(np.nan if fr_rank is None else float(fr_rank))
@@ -382,9 +380,11 @@ def compute_report(df: pd.DataFrame, similarity: Optional[dict] = None, n_boot: 
     if df is None or len(df) == 0:
         raise LoopLensError("no results to report on")
     mass_threshold = check_mass_threshold(mass_threshold)
+    attrs = dict(df.attrs)
     df = normalise_types(df.reset_index(drop=True))
+    df.attrs = {}  # pandas deep-copies attrs (the similarity file) into every slice: keep them out of the way
     if similarity is None:
-        similarity = df.attrs.get("similarity")
+        similarity = attrs.get("similarity")
     items = sorted(df["item_id"].unique())
     codes = {iid: i for i, iid in enumerate(items)}
     W = bootstrap_weights(len(items), n_boot, seed)
@@ -398,7 +398,7 @@ def compute_report(df: pd.DataFrame, similarity: Optional[dict] = None, n_boot: 
         by[(v, d)] = st
         groups.append({"variant": v, "domain": d, **st})
 
-    meta = _meta(df, n_boot, ci, seed, similarity)
+    meta = _meta(df, n_boot, ci, seed, similarity, attrs.get("manifest"))
     meta.update({"mass_threshold": mass_threshold, "headline_basis": HEADLINE_BASIS,
                  "kl_threshold": KL_THRESHOLD, "kl_window": KL_WINDOW, "run_length": RUN_LENGTH,
                  "sensitivity": {"run_lengths": list(SENSITIVITY_RUN_LENGTHS),
@@ -478,8 +478,8 @@ def consistency(by: dict) -> dict:
     return out
 
 
-def _meta(df, n_boot, ci, seed, similarity) -> dict:
-    man = df.attrs.get("manifest") or {}
+def _meta(df, n_boot, ci, seed, similarity, manifest=None) -> dict:
+    man = manifest or {}
     first = lambda c: (df[c].iloc[0] if c in df.columns and len(df) else None)  # noqa: E731
     return {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

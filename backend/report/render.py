@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
@@ -50,7 +50,9 @@ def _steps_cell(st) -> str:
 def to_markdown(rep: dict) -> str:
     m = rep["meta"]
     title = m.get("title") or report_title(m)
-    thr = m.get("mass_threshold", MASS_THRESHOLD)
+    thr = m.get("mass_threshold")
+    old = thr is None  # a report made before the reporting rules (issue 10)
+    thr = MASS_THRESHOLD if old else thr
     L = []
     L.append(f"# LoopLens sweep report: {title}")
     L.append("")
@@ -63,8 +65,10 @@ def to_markdown(rep: dict) -> str:
              f"Intervals: {int(100 * m['ci'])}% percentile bootstrap over items ({m['n_boot']} replicates, seed "
              f"{m['bootstrap_seed']}). n = instances in the denominator. Similarity model: "
              f"{m.get('similarity_model') or 'none'}. Generated {m['generated']}.")
-    L.append(f"Thresholds: mass {thr:g} (a step whose total option mass is below it is *not answering*: its "
-             f"renormalised belief is noise), KL {m.get('kl_threshold', KL_THRESHOLD):g} over "
+    L.append((f"Thresholds: mass {thr:g} (a step whose total option mass is below it is *not answering*: its "
+              "renormalised belief is noise), " if not old else "Thresholds: no mass threshold (this report was made "
+              "before the reporting rules: make it again to see option mass, robust backtracks and the rest), ") +
+             f"KL {m.get('kl_threshold', KL_THRESHOLD):g} over "
              f"{m.get('kl_window', KL_WINDOW)} steps, commitment = run of {m.get('run_length', RUN_LENGTH)} steps.")
     L.append("")
     L.append(f"## Results of {title}, beside reference values from {m.get('reference_model', REFERENCE_MODEL)}")
@@ -114,6 +118,14 @@ def to_markdown(rep: dict) -> str:
     for g in groups_all:
         L.append(f"| {g['variant']} | {_cell(g.get('low_mass_share'))} | {_cell(g.get('low_mass_instance_share'))} "
                  f"| {_cell(g.get('answering_share'))} |")
+    silent = [(g["variant"], g["low_mass_instance_share"]["value"]) for g in groups_all
+              if (g.get("low_mass_instance_share") or {}).get("value") is not None
+              and g["low_mass_instance_share"]["value"] > 0.5]
+    if silent:
+        L.append("")
+        L.append("Most instances of " + ", ".join(f"{v} ({_pct(x)})" for v, x in silent) + " do not answer from "
+                 "exploration end on: their belief statistics below (backtracks, exploration, entropy) rest on "
+                 "renormalised noise, not on a preference; read the answering-only values.")
     L.append("")
     L.append("## Per variant and domain")
     L.append("")
@@ -245,6 +257,37 @@ def to_markdown(rep: dict) -> str:
             L.append(f"  - accuracy when the correct option is at: {acc}")
     L.append("")
     return "\n".join(L)
+
+
+KEY_FIELDS = (
+    ("low_mass_share", "steps below the mass threshold", "%"),
+    ("low_mass_instance_share", "instances not answering from exploration end on", "%"),
+    ("backtrack_rate", "backtrack rate (per seed)", "%"),
+    ("robust_backtrack_rate", "robust backtrack rate (majority of seeds)", "%"),
+    ("verdict_flip_share", "backtrack verdicts that flip across seeds", "%"),
+    ("mean_exploration", "mean exploration (converged)", "steps"),
+    ("exploration_restricted_mean", "restricted mean exploration (censored at T)", "steps"),
+    ("never_converged_share", "never converged", "%"),
+    ("acc_gain_points", "accuracy gain of backtracking, pooled (points)", "pp"),
+    ("accuracy_gain_within_item", "accuracy gain of backtracking, within item (points)", "pp"),
+)
+
+
+def key_table(rep: dict) -> List[dict]:
+    """The reporting rules' numbers per variant, one row per number (a table the Benchmark page shows)."""
+    variants = rep.get("variants") or {g["variant"]: g for g in rep.get("groups", []) if g.get("domain") == "all"}
+    rows = []
+    for key, label, unit in KEY_FIELDS:
+        row = {"number": label, "field": key}
+        for v, g in variants.items():
+            st = g.get(key)
+            row[v] = _num_ci(st) if unit == "steps" else _pct_ci(st, unit)
+        rows.append(row)
+    rl = {v: g.get("backtrack_rate_by_run_length") or {} for v, g in variants.items()}
+    for r in sorted({k for d in rl.values() for k in d}, key=int):
+        rows.append({"number": f"backtrack rate, run length {r}", "field": f"backtrack_rate_by_run_length.{r}",
+                     **{v: _pct_ci(d.get(r)) for v, d in rl.items()}})
+    return rows
 
 
 def _clean(o):
