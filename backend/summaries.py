@@ -31,7 +31,9 @@ def metric_summary(trace: Trace, option_ranks: Optional[Mapping[int, int]] = Non
         "Correct?": "no correct option" if trace.correct is None else ("yes" if m.is_correct else
                                                                         f"no (correct: {LETTERS[trace.correct]})"),
         "Option mass": _mass_text(m),
-        "Exploration length": _exploration_text(m),
+        "Exploration length": (f"{m.exploration_end} steps" + (" (moves again later)" if _moves_later(m) else "")
+                               if m.converged else "never converged"),
+        "Exploration end": _exploration_text(m),
         "Commitments": ", ".join(f"{LETTERS[c.option]} (steps {c.start}-{c.end})" for c in m.commitments) or "none",
         "Backtracks": ", ".join(f"{LETTERS[a.option]} -> {LETTERS[b.option]} (step {b.start})"
                                 for a, b in m.backtracks) or "none",
@@ -57,11 +59,15 @@ def _mass_text(m) -> str:
     return text
 
 
+def _moves_later(m) -> bool:
+    return m.later_argmax_change is not None or m.later_kl_step is not None
+
+
 def _exploration_text(m) -> str:
-    if not m.converged:
-        return "never converged"
     thr, win = m.params.get("kl_threshold"), int(m.params.get("kl_window", 3))
-    text = f"{m.exploration_end} steps (the first step the KL stays <= {thr:g} for {win} steps)"
+    if not m.converged:
+        return f"never converged: the step KL never stays <= {thr:g} for {win} steps"
+    text = f"step {m.exploration_end}, the first step the KL stays <= {thr:g} for {win} steps"
     later = []
     if m.later_argmax_change is not None:
         later.append(f"the argmax changes again at step {m.later_argmax_change}")
