@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
-import numpy as np
+from collections import Counter
 
+import numpy as np
 import pytest
 
 from backend.errors import UsageError
-from backend.items import (MAX_LINE_CHARS, MAX_TEXT_CHARS, BenchmarkItem, Item, load_benchmark,
-                           parse_benchmark_lines, permutation_order)
+from backend.items import (MAX_LINE_CHARS, MAX_TEXT_CHARS, BenchmarkItem, Item, balanced_permutation_count,
+                           load_benchmark, parse_benchmark_lines, permutation_note, permutation_order)
+from backend.sweep import SweepSpec, count_instances, enumerate_instances, load_items
+from backend.sweep.spec import permutation_notes
 
 LINE = {"id": "fact-001", "domain": "factual", "question": "What is the capital of Australia?",
         "answer": "Canberra", "distractors": ["Sydney", "Melbourne", "Perth"],
@@ -157,17 +160,14 @@ def _position_counts(orders, n):
 
 @pytest.mark.parametrize("k", [24, 48])
 def test_balanced_orders_every_option_in_every_position_equally_often(k):
-    from backend.items import balanced_permutation_count
     assert balanced_permutation_count(4) == 24  # the default: all distinct orders
     orders = [tuple(permutation_order(4, i)) for i in range(balanced_permutation_count(4, k))]
     assert len(orders) == k and len(set(orders)) == 24
     assert (_position_counts(orders, 4) == k // 4).all()
-    from collections import Counter
     assert set(Counter(orders).values()) == {k // 24}  # every order equally often: whole cycles only
 
 
 def test_more_orders_than_distinct_ones_run_whole_cycles_and_say_so():
-    from backend.items import balanced_permutation_count, permutation_note
     assert balanced_permutation_count(4, 25) == 48 and balanced_permutation_count(4, 49) == 72
     note = permutation_note(4, 25)
     assert "running 48" in note and "whole cycles of all 24" in note
@@ -184,11 +184,8 @@ def test_more_orders_than_distinct_ones_run_whole_cycles_and_say_so():
 
 
 def test_sweep_defaults_three_seeds_and_all_distinct_orders(tmp_path):
-    import json as _json
-    from backend.sweep import SweepSpec, count_instances, enumerate_instances, load_items
-    from backend.sweep.spec import permutation_notes
     line = dict(LINE)
-    (tmp_path / "b.jsonl").write_text(_json.dumps(line) + "\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps(line) + "\n")
     spec = SweepSpec(model="m", benchmark=str(tmp_path / "b.jsonl"), out="o")
     assert spec.seeds == 3 and spec.permutations is None
     items = load_items(spec)

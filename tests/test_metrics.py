@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from backend.errors import UsageError
-from backend.metrics import Run, analyze_trajectory, entropy, exploration_end, step_kl
+from backend.metrics import (MASS_THRESHOLD, Run, analyze_trajectory, backtrack_verdict, entropy, exploration_end,
+                             exploration_ends, low_mass_flags, step_kl)
+from tests.helpers_trace import make_trace
 
 
 def onehotish(seq, n=4, peak=0.7):
@@ -149,7 +151,6 @@ def test_summary_is_json_friendly():
 
 # ---------------------------------------------------------------------------------------------- option mass (issue 10)
 def test_low_mass_steps_are_flagged_and_answering_is_judged_from_exploration_end_on():
-    from backend.metrics import MASS_THRESHOLD, low_mass_flags
     p = np.array([[0.7, 0.3]] * 6)  # converges at once: exploration end = step 1
     mass = np.array([1e-5, 0.002, 0.5, 0.6, 0.9, 0.95])
     m = analyze_trajectory(p, 0, mass=mass)
@@ -179,7 +180,6 @@ def test_low_mass_steps_are_flagged_and_answering_is_judged_from_exploration_end
 
 
 def test_trace_metrics_read_the_trace_mass():
-    from tests.helpers_trace import make_trace
     tr = make_trace(np.array([[0.9, 0.1]] * 5))
     tr.raw_mass = np.array([[1e-4, 1e-4]] * 2 + [[0.45, 0.05]] * 3)
     assert tr.metrics.low_mass.tolist() == [True, True, False, False, False]
@@ -198,7 +198,6 @@ def test_exploration_end_is_not_final_later_movement_is_reported():
 
 
 def test_backtrack_verdict_at_other_run_lengths_and_vectorised_exploration_ends():
-    from backend.metrics import backtrack_verdict, exploration_ends
     am = [0, 0, 1, 1, 1, 1]  # A for 2 steps then B for 4
     assert backtrack_verdict(am, 2)[0] and backtrack_verdict(am, 2)[1] == [0]
     assert not backtrack_verdict(am, 3)[0]

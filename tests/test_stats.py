@@ -5,9 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
+from scipy.stats import chi2_contingency
 
 from backend.errors import UsageError
-from backend.stats import Sums, bootstrap_ci, bootstrap_weights, chisquare_uniform
+from backend.stats import (Sums, bootstrap_ci, bootstrap_weights, chisquare_uniform, contingency_test,
+                           mantel_haenszel_parts)
 
 
 def test_bootstrap_interval_contains_mean_and_shrinks_with_n():
@@ -57,8 +59,6 @@ def test_chisquare_uniform():
 
 
 def test_contingency_test_is_scipys_on_the_non_empty_part():
-    from scipy.stats import chi2_contingency
-    from backend.stats import contingency_test
     t = [[10, 20, 0], [20, 10, 0]]
     chi2, p, dof = contingency_test(t)
     ref = chi2_contingency([[10, 20], [20, 10]], correction=False)
@@ -68,7 +68,6 @@ def test_contingency_test_is_scipys_on_the_non_empty_part():
 
 
 def test_mantel_haenszel_parts_give_the_stratified_difference():
-    from backend.stats import mantel_haenszel_parts
     # stratum x: treated 1/2, untreated 1/4 (+25 points); stratum y: treated 3/4, untreated 1/2 (+25 points)
     strata = ["x"] * 6 + ["y"] * 6
     treated = [1, 1, 0, 0, 0, 0] + [1, 1, 1, 1, 0, 0]

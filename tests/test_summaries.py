@@ -2,7 +2,7 @@ import numpy as np
 
 from backend import summaries
 from backend.trace import TraceSet
-from tests.helpers_trace import backtracking_probs, make_trace, never_converging_probs
+from tests.helpers_trace import backtracking_probs, make_trace, never_converging_probs, one_hot_path
 
 
 def test_metric_summary_and_seed_robustness():
@@ -36,7 +36,6 @@ def test_option_similarity_ranks_from_a_precomputed_file():
 
 
 def test_metric_summary_counts_low_mass_steps_and_says_when_the_belief_moves_again():
-    from tests.helpers_trace import one_hot_path
     tr = make_trace(backtracking_probs(), correct=1)
     assert summaries.metric_summary(tr)["Option mass"] == "0 of 30 steps below the mass threshold 0.01"
     tr = make_trace(backtracking_probs(), correct=1)

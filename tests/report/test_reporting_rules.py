@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from backend.metrics import backtrack_verdict
 from backend.report import compute_report, to_json, to_markdown
 
 T = 8
@@ -20,7 +21,6 @@ def argmax_row(item, variant="base", perm=0, seed=0, *, argmax=(0,) * T, correct
                options=("ans", "d1", "d2", "d3"), domain="factual", order=(0, 1, 2, 3), kl=None):
     """A row whose per-step columns (argmax, letter mass, KL) are given; backtracked / frontrunner follow the
     paper's rule on ``argmax``."""
-    from backend.metrics import backtrack_verdict
     am = list(argmax)
     bt, abandoned, com = backtrack_verdict(am, 3)
     final = am[-1]
