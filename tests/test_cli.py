@@ -106,3 +106,12 @@ def test_model_problems_exit_nonzero_with_message(tmp_path, tiny_dir):
     assert code == 1 and "no weights" in err and "Traceback" not in err
     code, _, err = run("trace", "--model", tiny_dir, "--question", "word " * 3000, "--option", "a", "--option", "b")
     assert code == 1 and "tokens" in err and "Traceback" not in err
+
+
+def test_sweep_says_when_the_answer_orders_do_not_balance(tiny_dir, bench, tmp_path):
+    code, out, err = run("sweep", "--model", tiny_dir, "--benchmark", bench, "--out", tmp_path / "o", "--variants",
+                         "base", "--permutations", "6", "--seeds", "1", "--steps", "2", "--no-similarity",
+                         "--no-progress", "--device", "cpu", "--threads", "1")
+    assert code == 0, err
+    assert "note: 6 answer orders for 4 options is not a multiple of 4" in err
+    assert "6/6 instances finished" in out
