@@ -155,6 +155,15 @@ def _ci_text(values, n_boot: int) -> str:
     return f"{float(v):.0%} [{float(lo):.0%}, {float(hi):.0%}]"
 
 
+def _low_share(ms) -> str:
+    known = [m for m in ms if m.low_mass is not None]
+    if not known:
+        return "unknown"
+    steps = sum(int(m.low_mass.sum()) for m in known)
+    total = sum(m.n_steps for m in known)
+    return f"{steps / total:.0%} (threshold {known[0].mass_threshold:g})"
+
+
 def variant_table(runs: TraceSet, n_boot: int = N_BOOT) -> pd.DataFrame:
     """One row per variant: accuracy, backtracking, exploration, entropy over the answer orders."""
     rows = []
@@ -167,7 +176,10 @@ def variant_table(runs: TraceSet, n_boot: int = N_BOOT) -> pd.DataFrame:
                "accuracy": _ci_text(acc, n_boot) if acc else "n/a (no correct option)",
                "backtracking": _ci_text([float(m.backtracked) for m in ms], n_boot),
                "mean exploration length": f"{np.mean(ex):.1f}" if ex else "—",
+               "restricted mean exploration (censored at K)":
+                   f"{np.mean([m.exploration_end if m.converged else m.n_steps for m in ms]):.1f}",
                "never converged": f"{n - len(ex)}/{n}",
+               "steps below the mass threshold": _low_share(ms),
                "final entropy (mean)": f"{np.mean([m.entropy[-1] for m in ms]):.3f}"}
         # where the final answers land, in the item's original option order
         finals = [int(list(t.order)[t.metrics.final_answer]) if t.order else t.metrics.final_answer for t in group]

@@ -71,7 +71,7 @@ title = meta.get("title") or f"{meta.get('model')}"
 st.subheader(title)
 st.caption(f"Model `{meta.get('model')}` · benchmark `{meta.get('benchmark')}` · {meta.get('instances')} instances · "
            f"{meta.get('items')} items · variants {meta.get('variants')} · {meta.get('permutations')} answer orders "
-           f"({'balanced' if meta.get('orders_balanced') else 'not balanced' if meta.get('orders_balanced') is False else 'balance unknown'}) "
+           f"({ {True: 'balanced', False: 'not balanced'}.get(meta.get('orders_balanced'), 'balance unknown')}) "
            f"· {meta.get('seeds')} seed(s) · {meta.get('steps')} steps · mass threshold "
            f"{meta.get('mass_threshold', 'n/a')} · intervals: {meta.get('ci', 0.95):.0%} bootstrap over "
            f"{meta.get('resampling')}")

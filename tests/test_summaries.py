@@ -25,6 +25,10 @@ def test_variant_table_over_answer_orders():
     table = summaries.variant_table(TraceSet([a, b]))
     assert table.loc[0, "accuracy"].startswith("100%")
     assert table.loc[0, "final answers (original order)"] == "A:2"
+    assert table.loc[0, "steps below the mass threshold"] == "0% (threshold 0.01)"
+    never = make_trace(never_converging_probs(), correct=None)
+    t2 = summaries.variant_table(TraceSet([never, a]))
+    assert t2.loc[0, "restricted mean exploration (censored at K)"] == f"{(30 + a.metrics.exploration_end) / 2:.1f}"
 
 
 def test_option_similarity_ranks_from_a_precomputed_file():
@@ -51,7 +55,8 @@ def test_metric_summary_counts_low_mass_steps_and_says_when_the_belief_moves_aga
     assert "not final: the argmax changes again at step 9" in s["Exploration end"]
     assert "1 backtrack(s) land after it" in s["Exploration end"]
     still = summaries.metric_summary(make_trace(np.tile([0.1, 0.7, 0.1, 0.1], (10, 1))))
-    assert still["Exploration length"] == "1 steps" and still["Exploration end"].endswith("no later movement in this run")
+    assert still["Exploration length"] == "1 steps"
+    assert still["Exploration end"].endswith("no later movement in this run")
     # the backtrack's sensitivity to the run length
     short = make_trace(one_hot_path([0] * 3 + [1] * 27), correct=1)
     assert summaries.metric_summary(short)["Backtrack by run length"] == \

@@ -9,7 +9,8 @@
 * :mod:`.text` -- number formatting shared by both.
 
 Titles name the model and benchmark that produced the numbers; the paper's are *reference values from
-Huginn-0125*, never "reproduced".  Rows come from the sweep store's public loading API (:func:`backend.sweep.load_results`, re-exported here);
+Huginn-0125*, never "reproduced".  Rows come from the sweep store's public loading API
+(:func:`backend.sweep.load_results`, re-exported here);
 the statistics from :mod:`backend.stats`.  ``python -m backend report DIR [--format md|json] [--out FILE]``.
 """
 from __future__ import annotations
@@ -19,5 +20,6 @@ from ..sweep.load import load_results, normalise_types
 from .compute import PAPER, SCHEMA, compute_report
 from .render import has_rows, key_table, load_report, save_report, shipped_reports, to_json, to_markdown
 
-__all__ = ["CI", "N_BOOT", "PAPER", "SCHEMA", "bootstrap_weights", "compute_report", "has_rows", "key_table", "load_report",
-           "load_results", "normalise_types", "save_report", "shipped_reports", "to_json", "to_markdown"]
+__all__ = ["CI", "N_BOOT", "PAPER", "SCHEMA", "bootstrap_weights", "compute_report", "has_rows", "key_table",
+           "load_report", "load_results", "normalise_types", "save_report", "shipped_reports", "to_json",
+           "to_markdown"]

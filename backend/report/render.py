@@ -61,7 +61,10 @@ def to_markdown(rep: dict) -> str:
              f"({', '.join(f'{k} {v}' for k, v in m['variants'].items())}) x {m['permutations']} answer orders x "
              f"{m['seeds']} seed(s). Domains: {', '.join(m['domains'])}. Benchmark: `{m.get('benchmark')}`.")
     bal = m.get("orders_balanced")
-    L.append(f"Answer orders: {'balanced (every option in every position equally often)' if bal else ('NOT balanced: position statistics are confounded with the design' if bal is False else 'unknown (no order column)')}. "
+    orders = ("balanced (every option in every position equally often)" if bal else
+              "NOT balanced: position statistics are confounded with the design" if bal is False else
+              "unknown (no order column)")
+    L.append(f"Answer orders: {orders}. "
              f"Intervals: {int(100 * m['ci'])}% percentile bootstrap over items ({m['n_boot']} replicates, seed "
              f"{m['bootstrap_seed']}). n = instances in the denominator. Similarity model: "
              f"{m.get('similarity_model') or 'none'}. Generated {m['generated']}.")
