@@ -196,7 +196,8 @@ def to_markdown(rep: dict) -> str:
                  f"{ex.get('never_converged', {}).get('easy')} ({_pct(ncs.get('easy'))}).")
         L.append("")
     later = [f"{g['variant']}: the argmax changes again after it in {_cell(g.get('later_movement_share'))} of "
-             f"converged instances, {g.get('backtracks_after_exploration_end')} backtrack(s) land after it"
+             f"converged instances, {g.get('backtracks_after_exploration_end')} backtracking instance(s) commit to "
+             "their final answer after it"
              for g in groups_all if (g.get("later_movement_share") or {}).get("value") is not None]
     L.append("Exploration end is the first step where the step KL stays at or below the threshold for the window; it "
              "is not final: the belief can move again later." + (" " + "; ".join(later) + "." if later else ""))

@@ -137,7 +137,8 @@ def test_later_movement_after_exploration_end_is_counted():
     b = var(rep, "base")
     assert b["later_movement_share"]["value"] == pytest.approx(1 / 2)
     assert b["backtracks_after_exploration_end"] == 1
-    assert "it is not final" in to_markdown(rep)
+    md = to_markdown(rep)
+    assert "it is not final" in md and "1 backtracking instance(s) commit to their final answer after it" in md
 
 
 # ---------------------------------------------------------------------------------------------- within-item gain
