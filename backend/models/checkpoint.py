@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from ..errors import ModelFormatError
 from .base import LoopedConfig, LoopedModel
 from .huginn import HuginnConfig, HuginnModel
+from .paths import model_file
 from .ouro import OuroConfig, OuroModel
 from .parcae import ParcaeConfig, ParcaeModel
 from .retrofit import RetrofitConfig, RetrofitModel
@@ -46,7 +47,7 @@ Header = Dict[str, Tuple[Tuple[int, ...], str]]  # tensor name -> (shape, safete
 # ------------------------------------------------------------------------------------------------ config.json
 def read_config(path) -> dict:
     path = Path(path)
-    cfg_path = path / CONFIG_FILE
+    cfg_path = model_file(path, CONFIG_FILE)
     if not path.is_dir():
         raise ModelFormatError(f"model directory not found: {path}")
     if not cfg_path.is_file():
@@ -105,8 +106,8 @@ def parse_config(raw: dict, where: str = CONFIG_FILE, tensor_names=None) -> Loop
 def weight_files(path) -> Dict[str, Path]:
     """Map every tensor name to the safetensors file holding it (single file or index + shards)."""
     path = Path(path)
-    index = path / INDEX_FILE
-    single = path / SINGLE_FILE
+    index = model_file(path, INDEX_FILE)
+    single = model_file(path, SINGLE_FILE)
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
@@ -116,14 +117,14 @@ def weight_files(path) -> Dict[str, Path]:
             raise ModelFormatError(f"{index} is not a valid safetensors index (needs a 'weight_map'): {exc}") from None
         files = {}
         for name, fname in weight_map.items():
-            f = path / fname
+            f = model_file(path, fname, listed_in=INDEX_FILE)
             if not f.is_file():
                 raise ModelFormatError(f"{index} names shard {fname!r} (for {name}) but it does not exist")
             files[name] = f
         return files
     if single.is_file():
         return {k: single for k in read_header({None: single})}
-    pickles = [n for n in PICKLE_FILES if (path / n).is_file()]
+    pickles = [n for n in PICKLE_FILES if model_file(path, n).is_file()]
     if pickles:
         raise ModelFormatError(
             f"no safetensors weights in {path}, only {pickles[0]} (pickle formats are never loaded): convert "
@@ -167,7 +168,7 @@ def checkpoint_hash(path, full_limit: int = 256 * 2**20) -> str:
     shapes, offsets), size and the first and last MiB, so a 15 GB checkpoint is identified in milliseconds.
     """
     path = Path(path)
-    h = hashlib.sha256((path / CONFIG_FILE).read_bytes())
+    h = hashlib.sha256(model_file(path, CONFIG_FILE).read_bytes())
     for f in sorted(set(weight_files(path).values())):
         size = f.stat().st_size
         h.update(f.name.encode() + str(size).encode())
