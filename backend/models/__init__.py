@@ -2,9 +2,15 @@
 
 ``base.py``        the interface (encode / initial_state / step / readout) and the run loop on top of it
 ``layers.py``      RMSNorm, rotary tables, masked attention, the random initial state
-``huginn.py``      Huginn-0125 (one config dataclass + module, names mirroring the checkpoint keys)
+``huginn.py``      Huginn-0125          } one config dataclass + one module each, parameter names
+``retrofit.py``    retrofitted Llama/OLMo } mirroring the release's checkpoint keys (read like nanoGPT's
+``ouro.py``        Ouro (exit gate)     } model.py)
+``parcae.py``      Parcae               }
 ``checkpoint.py``  config.json (read and written there only), family recognition, safetensors loading/saving
-``prompting.py``   prompt templates (data) and option-token resolution
+``convert.py``     ``python -m backend convert DIR``: a pickled pytorch_model.bin -> model.safetensors, on request
+``paths.py``       shipped models, $LOOPLENS_MODEL_ROOTS and the check every opened file goes through
+``prompting.py``   prompt templates (shipped as JSON in ``templates/``) and option-token resolution
+``runtime.py``     set-up of a long-running server (threads, default model)
 
 ``load_model(path, device="cpu", dtype=torch.float32)`` returns the family's :class:`LoopedModel`;
 ``load_bundle(name_or_path)`` returns the model with its tokenizer and prompt template, ready for tracing.

@@ -252,15 +252,28 @@ def all_finite(t: torch.Tensor, chunk: int = 2**22) -> bool:
 TORCH_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
 
+STAGING_VALUES = 2**24  # values per slice when converting dtypes while reading (32-64 MB)
+
+
+def _read_exactly(fh, raw, name: str) -> None:
+    view, got = memoryview(raw), 0
+    while got < raw.nbytes:
+        k = fh.readinto(view[got:])
+        if not k:
+            raise ValueError(f"tensor {name}: the file ends early")
+        got += k
+
+
 def read_tensors(f: Path, names, dtype=torch.float32, device="cpu") -> Dict[str, torch.Tensor]:
     """Read the named tensors of one safetensors file (already checked by :func:`read_header`), one at a time,
     straight into CPU memory and cast to ``dtype``.
 
     Plain reads, not a memory map: a memory-mapped file keeps every page it touched resident (and counted in
     the process's RSS) until it is closed, next to the converted copy.  Read this way, a tensor already in
-    ``dtype`` is read into its final buffer, and a converted one lives in its source dtype only until cast, so
-    the peak is the model plus one tensor."""
+    ``dtype`` is read into its final buffer, and one in another dtype is converted slice by slice through a
+    small staging buffer, so the peak is the model plus a few tens of MB.  ``dtype=None`` keeps the stored one."""
     out: Dict[str, torch.Tensor] = {}
+    staging = None
     try:
         with open(f, "rb") as fh:
             n = int.from_bytes(fh.read(8), "little")
@@ -269,18 +282,23 @@ def read_tensors(f: Path, names, dtype=torch.float32, device="cpu") -> Dict[str,
             for name in names:
                 entry = header[name]
                 begin, end = entry["data_offsets"]
-                buf = torch.empty(entry["shape"], dtype=TORCH_DTYPES[entry["dtype"]])
-                raw = buf.reshape(-1).view(torch.uint8).numpy()
-                if raw.nbytes != end - begin:
-                    raise ValueError(f"tensor {name}: {end - begin} bytes stored for {raw.nbytes} expected")
+                src = TORCH_DTYPES[entry["dtype"]]
+                out_dtype = dtype if dtype is not None else src
+                buf = torch.empty(entry["shape"], dtype=out_dtype)
+                flat = buf.reshape(-1)
+                if flat.numel() * src.itemsize != end - begin:
+                    raise ValueError(f"tensor {name}: {end - begin} bytes stored for {flat.numel()} values")
                 fh.seek(base + begin)
-                view, got = memoryview(raw), 0
-                while got < raw.nbytes:
-                    k = fh.readinto(view[got:])
-                    if not k:
-                        raise ValueError(f"tensor {name}: the file ends early")
-                    got += k
-                out[name] = buf.to(device=device, dtype=dtype)
+                if src == out_dtype:  # straight into the final buffer
+                    _read_exactly(fh, flat.view(torch.uint8).numpy(), name)
+                else:  # through a small staging buffer, slice by slice: no full-size temporary
+                    if staging is None or staging.dtype != src:
+                        staging = torch.empty(STAGING_VALUES, dtype=src)
+                    for i in range(0, flat.numel(), STAGING_VALUES):
+                        part = staging[:min(STAGING_VALUES, flat.numel() - i)]
+                        _read_exactly(fh, part.view(torch.uint8).numpy(), name)
+                        flat[i:i + part.numel()].copy_(part)
+                out[name] = buf.to(device=device)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelFormatError(f"could not read {f.name}: {exc}") from None
     return out
