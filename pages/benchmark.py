@@ -66,9 +66,10 @@ if rep is None:
     st.stop()
 
 meta = rep.get("meta", {})
-st.caption(f"Model `{meta.get('model')}` · {meta.get('instances')} instances · {meta.get('items')} items · "
-           f"variants {meta.get('variants')} · {meta.get('permutations')} answer orders · {meta.get('seeds')} seed(s) "
-           f"· {meta.get('steps')} steps · intervals: {meta.get('ci', 0.95):.0%} bootstrap over {meta.get('resampling')}")
+st.caption(common.plain(
+    f"Model {meta.get('model')} · {meta.get('instances')} instances · {meta.get('items')} items · "
+    f"variants {meta.get('variants')} · {meta.get('permutations')} answer orders · {meta.get('seeds')} seed(s) "
+    f"· {meta.get('steps')} steps · intervals: {meta.get('ci', 0.95):.0%} bootstrap over {meta.get('resampling')}"))
 with st.expander("The paper's table, reproduced (with intervals)", expanded=True):
     st.markdown(rp.to_markdown(rep))
 c1, c2 = st.columns(2)

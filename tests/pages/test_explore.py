@@ -130,3 +130,29 @@ def test_no_model_shows_a_message(app, monkeypatch):
     at = app()
     no_exceptions(at)
     assert any("No model is available" in w.value for w in at.warning)
+
+
+def test_question_and_options_from_a_link_render_as_plain_text(app):
+    from apptest_helpers import EVIL, assert_rendered_as_text
+
+    at = app(query={"q": EVIL, "opts": f"{EVIL}|[phish](http://evil.example)|<a href='http://evil.example'>x</a>",
+                    "ans": "A", "variant": EVIL})
+    no_exceptions(at)
+    assert at.radio(key="source").value == "Your question"
+    assert len(_belief(at)["data"]) == 3
+    assert_rendered_as_text(at)
+
+
+def test_uploaded_items_and_their_errors_render_as_plain_text(app):
+    from apptest_helpers import EVIL, assert_rendered_as_text
+
+    at = app()
+    at.radio(key="source").set_value("Upload JSONL").run()
+    good = {"id": "u1", "domain": "factual", "question": EVIL, "answer": "[a](http://evil.example)",
+            "distractors": ["![b](http://evil.example/b.png)", "c", "d"]}
+    bad = {"id": "u2", "question": EVIL, "answer": EVIL, "distractors": [EVIL]}
+    data = (json.dumps(good) + "\n" + json.dumps(bad) + "\n").encode()
+    at.file_uploader(key="upload").upload("[f](http://evil.example).jsonl", data).run()
+    no_exceptions(at)
+    assert len(_belief(at)["data"]) == 4
+    assert_rendered_as_text(at)
