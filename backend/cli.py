@@ -108,6 +108,11 @@ def _build_item(a):
     return item.permuted(a.permutation) if a.permutation else item
 
 
+def _shown(text: str) -> str:
+    """User text for the terminal: control and other non-printable characters as escapes (\\x1b), never raw."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 def cmd_trace(a) -> int:
     check_steps(a.steps)
     item = _build_item(a)
@@ -128,17 +133,17 @@ def cmd_trace(a) -> int:
         print(json.dumps(d))
         return 0
     letters = LETTERS
-    print(f"model {tr.model} ({tr.checkpoint_hash}), {tr.steps} steps, seed {tr.seed}, init scale {tr.init_scale}")
-    print(f"Q: {tr.question}")
+    print(f"model {_shown(tr.model)} ({tr.checkpoint_hash}), {tr.steps} steps, seed {tr.seed}, init scale {tr.init_scale}")
+    print(f"Q: {_shown(tr.question)}")
     for i, o in enumerate(tr.options):
         mark = "  (correct)" if tr.correct == i else ""
-        print(f"  {letters[i]}) {o}{mark}")
+        print(f"  {letters[i]}) {_shown(o)}{mark}")
     print("step  " + "  ".join(f"{letters[i]:>6}" for i in range(tr.n_options)) + "   mass  argmax")
     for t in range(tr.steps):
         row = "  ".join(f"{p:6.3f}" for p in tr.probs[t])
         print(f"{t + 1:4d}  {row}  {tr.letter_mass[t]:5.3f}  {letters[m.argmax[t]]}")
     verdict = "" if m.is_correct is None else (" (correct)" if m.is_correct else " (wrong)")
-    print(f"final answer: {letters[m.final_answer]}) {tr.options[m.final_answer]}{verdict}")
+    print(f"final answer: {letters[m.final_answer]}) {_shown(tr.options[m.final_answer])}{verdict}")
     print("exploration: " + (f"ends at step {m.exploration_end}" if m.converged else "never converged"))
     print("commitments: " + (", ".join(f"{letters[c.option]} {c.start}-{c.end}" for c in m.commitments) or "none"))
     if m.backtracked:

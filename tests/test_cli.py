@@ -95,3 +95,23 @@ def test_model_problems_exit_nonzero_with_message(tmp_path, tiny_dir):
     assert code == 1 and "no weights" in err and "Traceback" not in err
     code, _, err = run("trace", "--model", tiny_dir, "--question", "word " * 3000, "--option", "a", "--option", "b")
     assert code == 1 and "tokens" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("template,msg", [({"prompt": "{question}\n{options}", "option_format": "{option:>20000000}"},
+                                           "format spec"),
+                                          ({"prompt": "{question}\n{options}", "option_format": "{nope}"}, "{nope}"),
+                                          ({"prompt": ["{question}{options}"]}, "prompt must be text")])
+def test_trace_refuses_a_bad_template_with_one_line(tiny_dir, tmp_path, template, msg):
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps(template))
+    code, out, err = run("trace", "--model", tiny_dir, "--question", "Q?", "--option", "a", "--option", "b",
+                         "--steps", "2", "--seed", "0", "--template", f)
+    assert code == 2 and msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_trace_escapes_control_characters_in_the_summary(tiny_dir):
+    code, out, err = run("trace", "--model", tiny_dir, "--question", "Q\x1b]0;pwned\x07\x1b[31m red?",
+                         "--option", "a\x1b[2J", "--option", "b", "--steps", "2", "--seed", "0")
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[31m" in out and "\\x1b[2J" in out

@@ -156,3 +156,14 @@ def test_uploaded_items_and_their_errors_render_as_plain_text(app):
     no_exceptions(at)
     assert len(_belief(at)["data"]) == 4
     assert_rendered_as_text(at)
+
+
+def test_template_with_a_huge_format_spec_is_refused_before_anything_is_built(app):
+    at = app()
+    ta = [t for t in at.text_area if (t.key or "").startswith("template_json::")][0]
+    tmpl = json.loads(ta.value)
+    tmpl["option_format"] = "{letter}) {option:>20000000}"
+    ta.set_value(json.dumps(tmpl)).run()
+    no_exceptions(at)
+    assert any("format spec" in e.value for e in at.error), [e.value for e in at.error]
+    assert not [c for c in at.code if len(c.value) > 100_000]
