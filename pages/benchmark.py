@@ -9,7 +9,7 @@ common.ensure_navigation()
 
 from backend import plots  # noqa: E402
 from backend import report as rp  # noqa: E402
-from backend.report_source import results_source  # noqa: E402
+from backend.report_source import check_report, results_source  # noqa: E402
 
 ss = st.session_state
 st.title("Benchmark: the paper's numbers for a model")
@@ -35,7 +35,7 @@ def _report_from_rows(path: str, mtime: float, n_boot: int) -> dict:
 
 @st.cache_data(max_entries=8)
 def _saved_report(path: str, mtime: float) -> dict:
-    return rp.load_report(path)
+    return check_report(rp.load_report(path), path)
 
 
 shipped = rp.shipped_reports()
@@ -65,20 +65,27 @@ if rep is None:
     st.markdown(HOWTO)
     st.stop()
 
-meta = rep.get("meta", {})
-st.caption(common.plain(
-    f"Model {meta.get('model')} · {meta.get('instances')} instances · {meta.get('items')} items · "
-    f"variants {meta.get('variants')} · {meta.get('permutations')} answer orders · {meta.get('seeds')} seed(s) "
-    f"· {meta.get('steps')} steps · intervals: {meta.get('ci', 0.95):.0%} bootstrap over {meta.get('resampling')}"))
-with st.expander("The paper's table, reproduced (with intervals)", expanded=True):
-    st.markdown(rp.to_markdown(rep))
-c1, c2 = st.columns(2)
-with c1:
-    common.plot(plots.report_entropy_figure(rep), key="fig_rep_entropy")
-    common.plot(plots.report_backtracking_figure(rep), key="fig_rep_bt")
-with c2:
-    common.plot(plots.report_exploration_pair_figure(rep), key="fig_rep_pair")
-    common.plot(plots.report_rank_figure(rep), key="fig_rep_rank")
-common.plot(plots.report_exploration_hist_figure(rep), key="fig_rep_hist")
-with st.expander("How to produce results for another model"):
-    st.markdown(HOWTO)
+
+def show_report(rep: dict) -> None:
+    """The report's caption, table and figures (inside the page's error guard)."""
+    meta = rep.get("meta", {})
+    st.caption(common.plain(
+        f"Model {meta.get('model')} · {meta.get('instances')} instances · {meta.get('items')} items · "
+        f"variants {meta.get('variants')} · {meta.get('permutations')} answer orders · {meta.get('seeds')} seed(s) "
+        f"· {meta.get('steps')} steps · intervals: {meta.get('ci', 0.95):.0%} bootstrap over {meta.get('resampling')}"))
+    with st.expander("The paper's table, reproduced (with intervals)", expanded=True):
+        st.markdown(rp.to_markdown(rep))
+    c1, c2 = st.columns(2)
+    with c1:
+        common.plot(plots.report_entropy_figure(rep), key="fig_rep_entropy")
+        common.plot(plots.report_backtracking_figure(rep), key="fig_rep_bt")
+    with c2:
+        common.plot(plots.report_exploration_pair_figure(rep), key="fig_rep_pair")
+        common.plot(plots.report_rank_figure(rep), key="fig_rep_rank")
+    common.plot(plots.report_exploration_hist_figure(rep), key="fig_rep_hist")
+    with st.expander("How to produce results for another model"):
+        st.markdown(HOWTO)
+
+
+with common.guard("Report"):
+    show_report(rep)
