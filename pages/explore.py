@@ -57,7 +57,8 @@ with left:
         else:
             bench, bench_path = common.pick_benchmark(files)
     elif src == "Upload JSONL":
-        up = st.file_uploader("Benchmark JSONL (one item per line)", type=["jsonl", "json", "txt"], key="upload",
+        up = st.file_uploader(f"Benchmark JSONL (one item per line, up to {uploads.MAX_UPLOAD_BYTES // 2**20} MB)",
+                              type=["jsonl", "json", "txt"], key="upload",
                               help=f"Up to {uploads.MAX_UPLOAD_BYTES // 2**20} MB. Fields: id, question, answer, "
                                    "distractors [, domain, easy_distractors, nca_distractor].")
         if up is None:

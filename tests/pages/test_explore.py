@@ -167,3 +167,21 @@ def test_template_with_a_huge_format_spec_is_refused_before_anything_is_built(ap
     no_exceptions(at)
     assert any("format spec" in e.value for e in at.error), [e.value for e in at.error]
     assert not [c for c in at.code if len(c.value) > 100_000]
+
+
+def test_upload_with_a_lone_surrogate_or_over_the_limit_is_a_message(app):
+    from backend.uploads import MAX_UPLOAD_BYTES
+
+    at = app()
+    at.radio(key="source").set_value("Upload JSONL").run()
+    assert f"up to {MAX_UPLOAD_BYTES // 2**20} MB" in at.get("file_uploader")[0].label
+    good = {"id": "u1", "question": "What colour is the sky?", "answer": "blue", "distractors": ["green", "red"]}
+    bad = '{"id": "u2", "question": "Sky\\ud800?", "answer": "blue", "distractors": ["green", "red"]}'
+    at.file_uploader(key="upload").upload("s.jsonl", (json.dumps(good) + "\n" + bad + "\n").encode()).run()
+    no_exceptions(at)
+    assert any("1 line(s) skipped" in e.label for e in at.expander)
+    assert any("surrogate" in m.value for m in at.markdown)
+    assert at.selectbox(key="item").value == "u1"
+    at.file_uploader(key="upload").upload("big.jsonl", b"x" * (MAX_UPLOAD_BYTES + 1)).run()
+    no_exceptions(at)
+    assert any("limited to" in e.value for e in at.error), [e.value for e in at.error]
