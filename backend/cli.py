@@ -318,6 +318,11 @@ def _build_item(a):
     return item.permuted(a.permutation) if a.permutation else item
 
 
+def _shown(text: str) -> str:
+    """User text for the terminal: control and other non-printable characters as escapes (\\x1b), never raw."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 def cmd_trace(a) -> int:
     check_steps(a.steps)
     check_mass_threshold(a.mass_threshold)
@@ -351,18 +356,18 @@ def cmd_trace(a) -> int:
         print(json.dumps(d))
         return 0
     letters = LETTERS
-    print(f"model {tr.model} ({tr.checkpoint_hash}), {tr.steps} steps, seed {tr.seed}, init scale {tr.init_scale}")
-    print(f"Q: {tr.question}")
+    print(f"model {_shown(tr.model)} ({tr.checkpoint_hash}), {tr.steps} steps, seed {tr.seed}, init scale {tr.init_scale}")
+    print(f"Q: {_shown(tr.question)}")
     for i, o in enumerate(tr.options):
         mark = "  (correct)" if tr.correct == i else ""
-        print(f"  {letters[i]}) {o}{mark}")
+        print(f"  {letters[i]}) {_shown(o)}{mark}")
     print("step  " + "  ".join(f"{letters[i]:>6}" for i in range(tr.n_options)) + "       mass  argmax")
     for t in range(tr.steps):
         row = "  ".join(f"{p:6.3f}" for p in tr.probs[t])
         flag = "  low mass" if m.low_mass[t] else ""
         print(f"{t + 1:4d}  {row}  {tr.letter_mass[t]:9.3g}  {letters[m.argmax[t]]}{flag}")
     verdict = "" if m.is_correct is None else (" (correct)" if m.is_correct else " (wrong)")
-    print(f"final answer: {letters[m.final_answer]}) {tr.options[m.final_answer]}{verdict}")
+    print(f"final answer: {letters[m.final_answer]}) {_shown(tr.options[m.final_answer])}{verdict}")
     print(f"option mass: {m.n_low_mass} of {tr.steps} steps below the mass threshold {m.mass_threshold:g} "
           "('low mass': not answering; their beliefs are renormalised noise)"
           + ("" if m.answering else "; the mass does not stay above it from exploration end on"))

@@ -10,10 +10,13 @@ Conventions every figure follows, so tests can assert on them:
 * steps whose total option mass is below the mass threshold ("not answering") are greyed in every one-instance
   figure: grey ``layout.shapes`` named ``"low_mass"`` over those steps, grey markers there, and the legend title
   says so;
-* steps on the x axis are 1-based, like every metric.
+* steps on the x axis are 1-based, like every metric;
+* text that comes from users (options, tokens, item ids, variant names from files) goes through :func:`text`:
+  Plotly renders a subset of HTML in names, labels and hovers (links included), so it is shown as text.
 """
 from __future__ import annotations
 
+import html
 import shutil
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
@@ -58,8 +61,15 @@ def _short(text: str, n: int = 28) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def text(s, n: Optional[int] = None) -> str:
+    """User text for a Plotly name, label or hover: shortened to ``n`` characters (if given) and HTML-escaped,
+    so ``<a href=…>`` shows as written instead of becoming a link."""
+    s = _short(s, n) if n else str(s)
+    return html.escape(s, quote=False)
+
+
 def option_name(i: int, option: str, correct: Optional[int]) -> str:
-    name = f"{LETTERS[i]}) {_short(option)}"
+    name = f"{LETTERS[i]}) {text(option, 28)}"
     return name + " ✓ correct" if correct is not None and i == correct else name
 
 
@@ -248,7 +258,7 @@ def entropy_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Op
 def top_tokens_figure(trace, step: int) -> go.Figure:
     """The most probable tokens of the full vocabulary at one step (1-based)."""
     t = int(step) - 1
-    toks = [repr(s) for s in trace.top_tokens[t]]
+    toks = [text(repr(s)) for s in trace.top_tokens[t]]
     probs = np.asarray(trace.top_probs[t], dtype=float)
     option_ids = {tid: i for i, ids in enumerate(trace.option_token_ids) for tid in ids}
     colors = [option_color(option_ids[int(tid)]) if int(tid) in option_ids else "#999"
@@ -332,14 +342,14 @@ def variant_belief_figure(bands: Mapping[str, BeliefBand], title: Optional[str] 
     """
     variants = list(bands)
     fig = make_subplots(rows=1, cols=len(variants), shared_yaxes=True, horizontal_spacing=0.03,
-                        subplot_titles=[f"{VARIANT_NAMES.get(v, v)} (n={bands[v].n})" for v in variants])
+                        subplot_titles=[f"{VARIANT_NAMES.get(v) or text(v)} (n={bands[v].n})" for v in variants])
     for c, v in enumerate(variants, start=1):
         b = bands[v]
         mean, lo, hi = (np.asarray(a) for a in b)
         x = _steps(mean.shape[0])
         for i, opt in enumerate(b.options):
             is_c = b.correct is not None and i == b.correct
-            label = f"{_short(opt, 22)}{' ✓' if is_c else ''}"
+            label = f"{text(opt, 22)}{' ✓' if is_c else ''}"
             band_traces(fig, x, mean[:, i], lo[:, i], hi[:, i], option_color(i), label,
                         width=4 if is_c else 2, row=1, col=c, legendgroup=f"{v}-{i}")
     fig.update_yaxes(range=[0, 1.02])
@@ -358,7 +368,7 @@ def entropy_bands_figure(bands: Mapping[str, Union[Band, Tuple[np.ndarray, np.nd
     for v, (mean, lo, hi) in bands.items():
         x = _steps(len(mean))
         band_traces(fig, x, np.asarray(mean), np.asarray(lo), np.asarray(hi), VARIANT_COLORS.get(v, "#444"),
-                    VARIANT_NAMES.get(v, v))
+                    VARIANT_NAMES.get(v) or text(v))
     fig.update_layout(hovermode="closest")
     return _base_layout(fig, title or "Entropy by variant (mean, 95% band)",
                         "normalised entropy" if normalised else "entropy (nats)")
@@ -371,6 +381,7 @@ def projection_figure(paths: Sequence[Tuple[str, np.ndarray]], title: Optional[s
     fig = go.Figure()
     dashes = ["solid", "dash", "dot", "dashdot", "longdash"]
     for j, (label, xy) in enumerate(paths):
+        label = text(label)
         xy = np.asarray(xy)
         K = len(xy)
         fig.add_trace(go.Scatter(
@@ -395,7 +406,7 @@ def convergence_heatmap(cmap: np.ndarray, tokens: Sequence[str], title: Optional
     """Each prompt position's relative distance to its final state per step, on a log colour scale."""
     z = np.log10(np.maximum(np.asarray(cmap, dtype=float), 1e-6))
     K, S = z.shape
-    labels = [f"{j}: {tok!r}" for j, tok in enumerate(tokens)]
+    labels = [f"{j}: {text(repr(tok))}" for j, tok in enumerate(tokens)]
     lo, hi = float(np.floor(z.min())), float(np.ceil(max(z.max(), z.min() + 1)))
     ticks = np.arange(lo, hi + 1)
     fig = go.Figure(go.Heatmap(
@@ -422,7 +433,7 @@ def exploration_length_figure(frame, title: Optional[str] = None) -> go.Figure:
              sorted(set(frame["variant"]) - {"base", "easy", "nca"}):
         sub = frame[frame["variant"] == v]["exploration_end"]
         never = int(sub.isna().sum())
-        fig.add_trace(go.Box(y=sub.dropna(), name=f"{VARIANT_NAMES.get(v, v)} (never: {never}/{len(sub)})",
+        fig.add_trace(go.Box(y=sub.dropna(), name=f"{VARIANT_NAMES.get(v) or text(v)} (never: {never}/{len(sub)})",
                              marker_color=VARIANT_COLORS.get(v, "#444"), boxmean=True))
     fig.update_layout(showlegend=False, hovermode="closest")
     return _base_layout(fig, title or "Exploration length per variant", "exploration length (steps)", "variant")
@@ -519,7 +530,7 @@ def report_exploration_pair_figure(rep: dict) -> go.Figure:
     if rows:
         x = [r["base"] for r in rows]
         y = [r["easy"] for r in rows]
-        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name="items", text=[r["item_id"] for r in rows],
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name="items", text=[text(r["item_id"]) for r in rows],
                                  marker=dict(size=7, color="#1f77b4", opacity=0.6),
                                  hovertemplate="%{text}: base %{x:.1f}, easy %{y:.1f}<extra></extra>"))
         hi = max(max(x), max(y), 1)
@@ -574,7 +585,7 @@ def report_backtracking_figure(rep: dict) -> go.Figure:
         hi.append(s.get("hi") if s.get("hi") is not None else np.nan)
     for d in rep.get("destinations", []):
         if d.get("variant") == "base":
-            labels.append(f"backtracks ending {d['destination']}")
+            labels.append(f"backtracks ending {text(d['destination'])}")
             v.append(d.get("value") if d.get("value") is not None else np.nan)
             lo.append(d.get("lo") if d.get("lo") is not None else np.nan)
             hi.append(d.get("hi") if d.get("hi") is not None else np.nan)
@@ -587,7 +598,7 @@ def report_backtracking_figure(rep: dict) -> go.Figure:
 def report_exploration_hist_figure(rep: dict) -> go.Figure:
     fig = go.Figure()
     for v, h in (rep.get("exploration_hist") or {}).items():
-        fig.add_trace(go.Bar(x=h["length"], y=h["count"], name=f"{VARIANT_NAMES.get(v, v)} "
+        fig.add_trace(go.Bar(x=h["length"], y=h["count"], name=f"{VARIANT_NAMES.get(v) or text(v)} "
                              f"(never: {h['never_converged']}/{h['n']})", marker_color=VARIANT_COLORS.get(v, "#444"),
                              opacity=0.75))
     fig.update_layout(barmode="overlay", hovermode="closest")

@@ -27,6 +27,10 @@ ENV_TORCH_THREADS = "LOOPLENS_TORCH_THREADS"  # intra-op torch threads of the ap
 LETTERS = string.ascii_uppercase[:10]  # option labels A..J
 MIN_OPTIONS, MAX_OPTIONS = 2, 10
 
+# --- prompts --------------------------------------------------------------------------------------------------
+MAX_TEMPLATE_CHARS = 20_000   # any one text field of a prompt template
+MAX_PROMPT_CHARS = 200_000    # a rendered prompt (checked before it is built, then the model's context in tokens)
+
 # --- recurrent steps -------------------------------------------------------------------------------------------
 MIN_STEPS, MAX_STEPS, DEFAULT_STEPS = 1, 256, 30
 

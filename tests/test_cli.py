@@ -115,3 +115,23 @@ def test_sweep_says_when_the_answer_orders_do_not_balance(tiny_dir, bench, tmp_p
     assert code == 0, err
     assert "note: 6 answer orders for 4 options is not a multiple of 4" in err
     assert "6/6 instances finished" in out
+
+
+@pytest.mark.parametrize("template,msg", [({"prompt": "{question}\n{options}", "option_format": "{option:>20000000}"},
+                                           "format spec"),
+                                          ({"prompt": "{question}\n{options}", "option_format": "{nope}"}, "{nope}"),
+                                          ({"prompt": ["{question}{options}"]}, "prompt must be text")])
+def test_trace_refuses_a_bad_template_with_one_line(tiny_dir, tmp_path, template, msg):
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps(template))
+    code, out, err = run("trace", "--model", tiny_dir, "--question", "Q?", "--option", "a", "--option", "b",
+                         "--steps", "2", "--seed", "0", "--template", f)
+    assert code == 2 and msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_trace_escapes_control_characters_in_the_summary(tiny_dir):
+    code, out, err = run("trace", "--model", tiny_dir, "--question", "Q\x1b]0;pwned\x07\x1b[31m red?",
+                         "--option", "a\x1b[2J", "--option", "b", "--steps", "2", "--seed", "0")
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[31m" in out and "\\x1b[2J" in out

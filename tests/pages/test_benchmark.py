@@ -66,3 +66,24 @@ def test_benchmark_page_on_a_sweep_directory(app, sweep_dir, monkeypatch):
             "never_converged_share", "accuracy_gain_within_item"} <= set(table["field"])
     assert any(f.startswith("backtrack_rate_by_run_length.") for f in table["field"])
     assert table.loc[table["field"] == "robust_backtrack_rate", "base"].iloc[0] != "n/a"  # 2 seeds: measured
+
+
+@pytest.mark.parametrize("content,msg", [
+    ({"schema": "looplens.report/1", "meta": 5}, "field 'meta' is a number"),
+    ({"schema": "looplens.report/1", "meta": {}, "headline": []}, "no field 'groups'"),
+    ({"schema": "looplens.report/1", "meta": {}, "headline": [], "groups": [1], "exploration": {},
+      "entropy_curves": [], "exploration_hist": {}, "destinations": []}, "not objects"),
+    ({"schema": "looplens.report/1", "meta": {"ci": "x"}, "headline": [{"key": 3}], "groups": [],
+      "exploration": {"per_item": 7}, "entropy_curves": [{"variant": "base"}], "exploration_hist": {"base": {}},
+      "destinations": []}, "Report"),
+])
+def test_report_json_of_the_wrong_shape_is_a_message(app, tmp_path, monkeypatch, content, msg):
+    from backend import report
+
+    monkeypatch.setattr(report, "shipped_reports", lambda root=None: {})
+    f = tmp_path / "report.json"
+    f.write_text(json.dumps(content))
+    at = app(page="benchmark")
+    at.text_input(key="bench_results_dir").set_value(str(f)).run()
+    no_exceptions(at)
+    assert any(msg in e.value.replace("\\", "") for e in at.error), [e.value for e in at.error]
