@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
-from . import interventions, similarity, validate
+from . import exit_report, intervention_tables, interventions, similarity, validate
 from .cups import RECIPES, benchmark_splits
 from .learn import main as learn_main
 from .errors import LoopLensError, UsageError
@@ -24,7 +24,8 @@ from .metrics import check_mass_threshold
 from .settings import (BENCHMARKS_DIR, DEFAULT_STEPS, LETTERS, MASS_THRESHOLD, MAX_STEPS, MIN_STEPS,
                        SWEEP_SEEDS)
 from .stats import MAX_N_BOOT, N_BOOT
-from .sweep import DEFAULT_CHUNK, SweepSpec, load_items, parse_shard, parse_variants, run_sweep
+from .sweep import (DEFAULT_CHUNK, KEY_COLUMNS, SweepSpec, load_hidden, load_items, parse_shard, parse_variants,
+                    run_sweep)
 from .sweep.spec import permutation_notes
 from .trace import check_steps, trace_items
 from .train import TrainConfig, train
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_similarity(sub)
     _add_sweep(sub)
     _add_report(sub)
+    _add_interventions(sub)
     _add_convert(sub)
     _add_train(sub)
     _add_make_splits(sub)
@@ -272,6 +274,63 @@ def _add_report(sub):
     p.set_defaults(func=cmd_report)
 
 
+def _add_interventions(sub):
+    p = sub.add_parser("interventions", help="point of no return (noise at every step), backtrack splice, exit "
+                       "rules and latent dynamics of a model on a benchmark; writes OUT/_interventions.json, which "
+                       "'report OUT' includes")
+    p.add_argument("--model", default=None, help="a shipped model's name or a checkpoint directory (default: the "
+                   "first shipped model)")
+    p.add_argument("--benchmark", required=True, help="a benchmark JSONL file")
+    p.add_argument("--out", required=True, help="a directory (e.g. the sweep's results directory of the same model)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--variants", default="base,easy,nca")
+    p.add_argument("--permutations", type=int, default=DEFAULT_PERMUTATIONS,
+                   help="answer orders for the exit rules, dynamics and splice")
+    p.add_argument("--ponr-permutations", type=int, default=1, help="answer orders for the noise curve")
+    p.add_argument("--sigma", type=float, action="append", default=None,
+                   help="noise scale relative to the state's norm (repeat; default 0.5, 2 and 8)")
+    p.add_argument("--limit", type=int, default=None, help="the first N items only")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.set_defaults(func=cmd_interventions)
+
+
+def cmd_interventions(a) -> int:
+    check_steps(a.steps)
+    if a.steps < 2:
+        raise UsageError("an intervention study needs at least 2 steps")
+    for name, v in (("--permutations", a.permutations), ("--ponr-permutations", a.ponr_permutations)):
+        if v < 1:
+            raise UsageError(f"{name} must be >= 1, got {v}")
+    if a.limit is not None and a.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {a.limit}")
+    sigmas = a.sigma or [0.5, 2.0, 8.0]
+    if any(not 0 <= s < float("inf") for s in sigmas):
+        raise UsageError(f"--sigma must be a finite number >= 0, got {sigmas}")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {a.out} is a file: give a directory")
+    bench = load_benchmark(a.benchmark)
+    if not bench.items:
+        raise UsageError(f"{a.benchmark} has no usable items")
+    items = bench.items[: a.limit] if a.limit else bench.items
+    model_name = a.model or default_model_name()
+    if model_name is None:
+        raise LoopLensError("no --model given and no model is shipped in data/models")
+    bundle = load_bundle(model_name, device=a.device, dtype=a.dtype)
+    study = exit_report.intervention_study(
+        bundle, items, a.steps, parse_variants(a.variants), a.permutations, a.ponr_permutations, sigmas,
+        progress=lambda msg: print(msg, file=sys.stderr))
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / intervention_tables.INTERVENTIONS_FILE
+    try:
+        dest.write_text(json.dumps(study, indent=1), encoding="utf-8")
+    except OSError as exc:
+        raise LoopLensError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    print(f"wrote {dest}", file=sys.stderr)
+    return 0
+
+
 def cmd_report(a) -> int:
     if not 1 <= a.n_boot <= MAX_N_BOOT:
         raise UsageError(f"--n-boot must be between 1 and {MAX_N_BOOT}, got {a.n_boot}")
@@ -287,6 +346,7 @@ def cmd_report(a) -> int:
     sim = similarity.load_similarity(a.similarity) if a.similarity else None
     rep = compute_report(df, similarity=sim, n_boot=a.n_boot, seed=a.seed,
                          mass_threshold=check_mass_threshold(a.mass_threshold))
+    rep.update(_issue12_sections(a.dir, df, a.n_boot))
     if a.save:
         md, js = save_report(rep, a.save)
         print(f"wrote {md} and {js}", file=sys.stderr)
@@ -299,6 +359,23 @@ def cmd_report(a) -> int:
     elif not a.save:
         print(text)
     return 0
+
+
+def _issue12_sections(path, df, n_boot: int) -> dict:
+    """Exit rules and dynamics around backtracks from the rows (and their stored hidden states), plus the
+    tables of an intervention study saved beside them as DIR/_interventions.json (intervention_study)."""
+    hidden, study = None, None
+    if Path(path).is_dir():
+        keys, arr = load_hidden(path)
+        hidden = intervention_tables.align_hidden(df, keys, arr, KEY_COLUMNS)
+        sfile = Path(path) / intervention_tables.INTERVENTIONS_FILE
+        if sfile.is_file():
+            try:
+                study = json.loads(sfile.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise LoopLensError(f"{sfile} is not a readable intervention study ({exc}): rerun "
+                                    "python -m backend interventions") from None
+    return intervention_tables.report_sections(df, hidden, study, n_boot=min(n_boot, 1000))
 
 
 def _build_item(a):
