@@ -21,7 +21,7 @@ from .models import PromptTemplate, default_model_name, load_bundle
 from .models.convert import convert_checkpoint
 from .report import compute_report, load_results, save_report, to_json, to_markdown
 from .metrics import check_mass_threshold
-from .settings import (BENCHMARKS_DIR, DEFAULT_STEPS, LETTERS, MASS_THRESHOLD, MAX_STEPS, MIN_STEPS,
+from .settings import (BENCHMARKS_DIR, DEFAULT_PERMUTATIONS, DEFAULT_STEPS, LETTERS, MASS_THRESHOLD, MAX_STEPS, MIN_STEPS,
                        SWEEP_SEEDS)
 from .stats import MAX_N_BOOT, N_BOOT
 from .sweep import (DEFAULT_CHUNK, KEY_COLUMNS, SweepSpec, load_hidden, load_items, parse_shard, parse_variants,
