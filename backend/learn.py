@@ -2,14 +2,14 @@
 
 A model's examples are found by scanning benchmark instances and picking, by their metrics, one that shows
 each phenomenon: exploration, commitment, convergence, a backtrack, and a no-correct-answer item that never
-settles.  They can be saved to ``data/learn/<model>.json`` (``python -m backend.learn --model NAME``) so the
-app does not need to scan; without the file the Learn page scans on first use (cached).
+settles.  ``python -m backend learn --model NAME`` traces the candidates under several seeds, keeps for each
+kind an instance where it holds under a majority of them, and saves the picks with their robustness (and, for a
+backtrack, what the abandoned answer is) to ``data/learn/<model>.json``; :func:`explain` adds those facts to its
+text.  Without the file the Learn page scans on first use (cached).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -17,17 +17,20 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .errors import LoopLensError, UsageError
+from .items import load_benchmark
+from .models import load_bundle
+from .models.runtime import configure_torch_threads, default_model
+from .settings import LEARN_DIR, LETTERS
+from .trace import trace_items
+from .uploads import benchmark_files
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-LEARN_DIR = REPO_ROOT / "data" / "learn"
-from .settings import LETTERS  # noqa: E402
 KINDS = ("exploration", "commitment", "convergence", "backtrack", "nca")
 TITLES = {
     "exploration": "Exploration: several answers are tried",
     "commitment": "Commitment: the argmax locks in",
     "convergence": "Convergence: the belief stops moving",
     "backtrack": "A backtrack: a committed answer is abandoned",
-    "nca": "No correct answer: it never settles",
+    "nca": "No correct answer: none of the options is right",
 }
 
 
@@ -38,6 +41,9 @@ class Example:
     variant: str
     permutation: int
     seed: int
+    holds: int = 0  # seeds (of ``of_seeds``) under which the example shows its phenomenon
+    of_seeds: int = 0
+    note: Optional[str] = None  # what the abandoned answer is (from the benchmark's annotations), if known
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,92 +126,145 @@ def select_examples(traces: Sequence) -> Dict[str, int]:
     return out
 
 
+def _curated_facts(kind: str, trace) -> str:
+    """The saved robustness (and annotation) of this exact example, as a sentence; '' if it is not curated."""
+    d = load_curated(trace.model)
+    for e in (d or {}).get("examples", []):
+        if (e.kind, e.item_id, e.variant, e.permutation, e.seed) == (
+                kind, trace.item_id, trace.variant or "base", trace.permutation, trace.seed):
+            out = f" {e.note}" if e.note else ""
+            if e.of_seeds:
+                out += f" This holds under {e.holds} of {e.of_seeds} initial-state seeds."
+            return out
+    return ""
+
+
 def explain(kind: str, trace) -> str:
-    """Two sentences about what this example shows, with its own numbers."""
+    """A few sentences about what this example shows, with its own numbers (plus its saved robustness)."""
     m = trace.metrics
     L = LETTERS
     fa = f"{L[m.final_answer]} ({trace.options[m.final_answer]})"
     ex = f"step {m.exploration_end}" if m.converged else "no step"
+    later = (m.converged and m.exploration_end < len(m.kl)
+             and bool((m.kl[m.exploration_end - 1:] > m.params.get("kl_threshold", 0.01)).any()))
+    moves = " (the belief still moves later, so this is not final)" if later else ""
     if kind == "exploration":
         tried = sorted({L[int(a)] for a in m.argmax[: (m.exploration_end or m.n_steps)]})
-        return (f"Before it settles, the model's favourite answer moves between {', '.join(tried)}: each recurrent "
-                f"step refines the latent state and the coda reads a different belief. The step-to-step KL drops "
-                f"below the threshold for good at {ex}, which ends the exploration phase and leaves {fa}.")
-    if kind == "commitment":
+        text = (f"Before it settles, the model's favourite answer moves between {', '.join(tried)}: each recurrent "
+                f"step refines the latent state and the coda reads a different belief. The step-to-step KL first "
+                f"stays below the threshold for 3 steps at {ex}{moves}, which ends the exploration phase; the final "
+                f"answer is {fa}.")
+    elif kind == "commitment":
         c = m.commitments[-1] if m.commitments else None
         span = f"from step {c.start} to step {c.end}" if c else "for a while"
-        return (f"A commitment is a run of at least 3 steps with the same argmax; here the model holds "
+        text = (f"A commitment is a run of at least 3 steps with the same argmax; here the model holds "
                 f"{L[c.option] if c else '?'} {span}. Once committed, more steps mostly sharpen the belief instead of "
                 f"changing the answer, ending on {fa}.")
-    if kind == "convergence":
-        return (f"The belief stops moving: after {ex} every step changes it by less than KL 0.01, for at least "
-                f"3 steps in a row. Extra recurrence past this point is spent confirming {fa} "
+    elif kind == "convergence":
+        text = (f"The belief stops moving: from {ex} on, 3 steps in a row each change it by less than KL 0.01"
+                f"{moves}. Extra recurrence past this point is spent confirming {fa} "
                 f"({float(trace.probs[-1].max()):.0%} belief at the last step).")
-    if kind == "backtrack":
+    elif kind == "backtrack":
         a, b = m.backtracks[0] if m.backtracks else (None, None)
         if a is None:
             return "This run has no backtrack under this seed. Try another seed in Explore."
-        return (f"The model commits to {L[a.option]} ({trace.options[a.option]}) for steps {a.start}-{a.end}, then "
+        text = (f"The model commits to {L[a.option]} ({trace.options[a.option]}) for steps {a.start}-{a.end}, then "
                 f"switches and commits to {L[b.option]} from step {b.start}: a backtrack, {L[a.option]} -> "
                 f"{L[b.option]}. The final answer {fa} is "
-                f"{'correct' if m.is_correct else 'not the correct one' if m.is_correct is not None else 'unscored'}"
-                f"; the paper finds abandoned answers are usually the distractor most similar to the question.")
+                f"{'correct' if m.is_correct else 'not the correct one' if m.is_correct is not None else 'unscored'}.")
+    elif kind == "nca":
+        settle = ("the belief keeps moving: it never converges" if not m.converged
+                  else f"the belief converges at step {m.exploration_end}")
+        text = (f"None of the options is correct, and {settle} within {m.n_steps} steps. Its entropy is "
+                f"{float(m.entropy[-1]):.2f} nats at the end (uniform over {trace.n_options} options is "
+                f"{np.log(trace.n_options):.2f}); the top option holds {float(trace.probs[-1].max()):.0%}.")
+    else:
+        raise UsageError(f"unknown example kind {kind!r}")
+    return text + _curated_facts(kind, trace)
+
+
+def holds(kind: str, metrics) -> bool:
+    """Whether a run shows what an example of ``kind`` is chosen for (used to count the seeds it holds under)."""
+    m = metrics
+    if kind == "backtrack":
+        return bool(m.backtracked)
+    if kind == "exploration":
+        return m.converged and len({int(a) for a in m.argmax[: m.exploration_end]}) >= 2
+    if kind == "commitment":
+        return bool(m.commitments) and m.commitments[-1].end == m.n_steps
+    if kind == "convergence":
+        return m.converged and bool(m.is_correct)
     if kind == "nca":
-        return (f"None of the options is correct, and the belief keeps moving: {('it never converges' if not m.converged else f'it only converges at step {m.exploration_end}')}"
-                f" within {m.n_steps} steps. Its entropy stays at {float(m.entropy[-1]):.2f} nats at the end "
-                f"(uniform over {trace.n_options} options is {np.log(trace.n_options):.2f}).")
+        return not m.converged or float(m.entropy_norm[-1]) > 0.5
     raise UsageError(f"unknown example kind {kind!r}")
 
 
-def find_examples(bundle, bench_items, steps: int = 30, seed: int = 0, n_items: int = 40,
-                  permutations: int = 2) -> List[Example]:
-    from .trace import trace_items
+def option_note(item, trace, option: int) -> Optional[str]:
+    """What a shown option is, from the benchmark item's ``distractor_notes`` (cups items), if annotated."""
+    notes = (item.extra or {}).get("distractor_notes") if item is not None else None
+    text = trace.options[option]
+    if trace.correct == option:
+        return "the correct answer"
+    if notes and text in notes:
+        return notes[text].get("text")
+    return None
 
+
+def find_examples(bundle, bench_items, steps: int = 30, seeds: Sequence[int] = (0, 1, 2, 3, 4), n_items: int = 40,
+                  permutations: int = 2) -> List[Example]:
+    """Trace the scanned instances under every seed; pick each kind among the instances where it holds under a
+    majority of the seeds (seed ``seeds[0]`` is the one shown), falling back to any instance."""
     insts = scan_instances(bench_items, n_items, permutations)
     if not insts:
         raise UsageError("no benchmark items to scan for examples")
-    traces = trace_items(bundle, insts, steps, seeds=seed)
-    picks = select_examples(traces)
-    return [Example(k, traces[i].item_id, traces[i].variant or "base", traces[i].permutation, seed)
-            for k, i in sorted(picks.items(), key=lambda kv: KINDS.index(kv[0]))]
+    seeds = list(seeds)
+    runs = [trace_items(bundle, insts, steps, seeds=s) for s in seeds]
+    shown = runs[0]
+    by_id = {it.id: it for it in bench_items}
+    out = []
+    for kind in KINDS:
+        count = [sum(holds(kind, r[i].metrics) for r in runs) for i in range(len(insts))]
+        majority = [i for i in range(len(insts)) if count[i] * 2 > len(seeds) and holds(kind, shown[i].metrics)]
+        pool = majority or [i for i in range(len(insts)) if holds(kind, shown[i].metrics)]
+        if not pool:
+            continue
+        sub = [shown[i] for i in pool]
+        pick = select_examples(sub).get(kind)
+        if pick is None:
+            continue
+        i = pool[pick]
+        tr = shown[i]
+        note = None
+        if kind == "backtrack" and tr.metrics.backtracks:
+            a = tr.metrics.backtracks[0][0].option
+            what = option_note(by_id.get(tr.item_id), tr, a)
+            note = f"The abandoned answer {LETTERS[a]} ({tr.options[a]}) is {what}." if what else None
+        out.append(Example(kind, tr.item_id, tr.variant or "base", tr.permutation, seeds[0], count[i], len(seeds),
+                           note))
+    return out
 
 
-def main(argv=None) -> int:
-    from .models.runtime import configure_torch_threads, default_model
-    from .uploads import benchmark_files
-    from .items import load_benchmark
-    from .models import load_bundle
-
-    ap = argparse.ArgumentParser(prog="python -m backend.learn",
-                                 description="find and save the Learn page's curated examples for a model")
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--benchmark", default=None)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--items", type=int, default=60)
-    a = ap.parse_args(argv)
-    try:
-        configure_torch_threads()
-        model = a.model or default_model()
-        if not model:
-            raise UsageError("no model: pass --model")
-        bundle = load_bundle(model)
-        bpath = a.benchmark or next(iter(benchmark_files(bundle.name)), None)
-        if bpath is None:
-            raise UsageError("no benchmark: pass --benchmark")
-        bench = load_benchmark(bpath)
-        ex = find_examples(bundle, bench.items, a.steps, a.seed, a.items)
-        LEARN_DIR.mkdir(parents=True, exist_ok=True)
-        out = curated_path(bundle.name)
-        out.write_text(json.dumps({"model": bundle.name, "checkpoint_hash": bundle.checkpoint_hash,
-                                   "benchmark": Path(bpath).name, "steps": a.steps,
-                                   "examples": [e.to_dict() for e in ex]}, indent=1))
-        print(f"wrote {out}: {', '.join(e.kind + '=' + e.item_id for e in ex)}")
-        return 0
-    except LoopLensError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def main(model: Optional[str] = None, benchmark: Optional[str] = None, steps: int = 30, n_seeds: int = 5,
+         n_items: int = 60) -> int:
+    """``python -m backend learn``: find and save a model's Learn-page examples (data/learn/<model>.json)."""
+    configure_torch_threads()
+    model = model or default_model()
+    if not model:
+        raise UsageError("no model: pass --model")
+    if n_seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {n_seeds}")
+    bundle = load_bundle(model)
+    bpath = benchmark or next(iter(benchmark_files(bundle.name)), None)
+    if bpath is None:
+        raise UsageError("no benchmark: pass --benchmark")
+    bench = load_benchmark(bpath)
+    if not bench.items:
+        raise LoopLensError(f"{bpath}: no usable items")
+    ex = find_examples(bundle, bench.items, steps, list(range(n_seeds)), n_items)
+    LEARN_DIR.mkdir(parents=True, exist_ok=True)
+    out = curated_path(bundle.name)
+    out.write_text(json.dumps({"model": bundle.name, "checkpoint_hash": bundle.checkpoint_hash,
+                               "benchmark": Path(bpath).name, "steps": steps,
+                               "examples": [e.to_dict() for e in ex]}, indent=1))
+    print(f"wrote {out}: " + ", ".join(f"{e.kind}={e.item_id} ({e.holds}/{e.of_seeds} seeds)" for e in ex))
+    return 0

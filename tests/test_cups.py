@@ -1,6 +1,7 @@
-"""The cups state-tracking task, its training script, and the shipped cups-mini model."""
+"""The cups task (backend/cups.py): generator, annotations, splits; the shipped cups models."""
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from backend import cups
+from backend.cli import main as cli_main
 from backend.items import BenchmarkItem, load_benchmark
 from backend.models import load_bundle, load_model
 
@@ -35,6 +37,47 @@ def test_generator_is_deterministic_and_correct():
         assert d["path"][-2] != d["answer"]  # the last swap always moves the ball: one swap short is wrong
 
 
+def test_last_swap_moves_the_ball_only_when_asked():
+    mixed = cups.make_split("test", 140, (2, 8), last_ball_p=0.5)
+    never = cups.make_split("test", 70, (2, 8), last_ball_p=0.0)
+    share = np.mean([d["last_swap_moves_ball"] for d in mixed])
+    assert 0.35 < share < 0.65
+    assert not any(d["last_swap_moves_ball"] for d in never)
+    for d in mixed + never:
+        assert simulate(d["question"]) == d["answer"]
+        assert d["last_swap_moves_ball"] == (d["path"][-2] != d["path"][-1])
+
+
+def test_distractor_annotations_are_right():
+    """Every distractor is annotated with what it is, checked by replaying the swaps."""
+    items = cups.make_split("test", 140, (2, 8), last_ball_p=0.5) + cups.make_split("test", 40, (9, 11), seed=2)
+    kinds = set()
+    for d in items:
+        start, swaps = cups.parse_question(d["question"])
+        path = cups.simulate(start, swaps)
+        n = len(swaps)
+        last = {cups.CUPS[int(swaps[-1][1]) - 1], cups.CUPS[int(swaps[-1][2]) - 1]}
+        notes = d["distractor_notes"]
+        wrong = d["distractors"] + [d["nca_distractor"]]
+        assert set(wrong) | set(d["easy_distractors"]) == set(notes)
+        for c in wrong:
+            note = notes[c]
+            kinds.add(note["kind"])
+            visits = [k for k in range(n) if cups.CUPS[path[k]] == c]
+            assert c != d["answer"]
+            assert note["in_last_swap"] == (c in last)
+            if note["kind"] == cups.KIND_STATE:
+                assert visits and note["after"] == visits[-1] and note["of"] == n  # the latest time it held the ball
+                assert note["text"] == f"state after {visits[-1]} of {n} swaps"
+            elif note["kind"] == cups.KIND_LAST_SWAP:
+                assert not visits and c in last
+            else:
+                assert note["kind"] == cups.KIND_NEVER and not visits and c not in last
+        for w in d["easy_distractors"]:
+            assert notes[w]["kind"] == cups.KIND_EASY and w not in cups.CUPS
+    assert kinds == {cups.KIND_STATE, cups.KIND_LAST_SWAP, cups.KIND_NEVER}
+
+
 def test_splits_are_disjoint():
     sets = {s: {d["question"] for d in cups.make_split(s, 140)} for s in ("test", "validation")}
     assert not sets["test"] & sets["validation"]
@@ -43,6 +86,36 @@ def test_splits_are_disjoint():
         start, swaps, _ = cups.draw(rng, rng.randint(2, 8))
         if cups.split_of(start, swaps) == "train":
             assert cups.question_text(start, swaps) not in sets["test"]
+
+
+def test_shipped_splits_are_disjoint_from_training_and_each_other():
+    splits = cups.benchmark_splits("cups-letters")
+    qs = {k: [d["question"] for d in v] for k, v in splits.items()}
+    for k, v in qs.items():
+        assert len(v) == len(set(v)), k
+        for d in splits[k]:
+            assert cups.split_of(*cups.parse_question(d["question"])) == "test"  # never drawn for training
+    assert not set(qs["cups-letters-test"]) & set(qs["cups-letters-probe"])
+    assert not set(qs["cups-letters-hard"]) & (set(qs["cups-letters-test"]) | set(qs["cups-letters-probe"]))
+    task, _ = cups.RECIPES["cups-letters"]
+    rng = random.Random(1)
+    held = set().union(*map(set, qs.values()))
+    for n in range(1, task.max_swaps + 1):
+        for _ in range(100):
+            start, swaps, _ = task.draw_train(rng, n)
+            assert cups.question_text(start, swaps) not in held
+    assert max(d["swaps"] for d in splits["cups-letters-test"]) <= task.max_swaps
+    assert min(d["swaps"] for d in splits["cups-letters-hard"]) > task.max_swaps  # longer than any training item
+    assert not any(d["last_swap_moves_ball"] for d in splits["cups-letters-probe"])
+
+
+def test_make_splits_cli_writes_valid_benchmarks(tmp_path):
+    assert cli_main(["make-splits", "cups-letters", "--out-dir", str(tmp_path)]) == 0
+    for stem in ("test", "probe", "hard"):
+        bench = load_benchmark(tmp_path / f"cups-letters-{stem}.jsonl")
+        assert not bench.errors and len(bench) >= 100
+        assert all(it.available_variants() == ["base", "easy", "nca"] for it in bench.items)
+    assert cli_main(["make-splits", "nope", "--out-dir", str(tmp_path)]) == 2
 
 
 def test_variants_have_the_paper_design():
@@ -59,9 +132,21 @@ def test_variants_have_the_paper_design():
         assert list(d["distractors"][:len(seen[:3])]) == seen[:3]
 
 
+def test_letter_targets_follow_the_front():
+    task = cups.CupsTask(readout="letter", variants=("base",), option_letters=True, front_letters=True)
+    b = task.batch(random.Random(0), 8, 3)
+    V = len(cups.WORDS)
+    assert b.target.shape == (*b.input_ids.shape, V) and b.depth == 6
+    assert torch.allclose(b.target.sum(-1)[b.ready > 0], torch.ones(int((b.ready > 0).sum())))
+    letters = [cups.VOCAB[x] for x in "ABCD"]
+    assert (b.ready[:, -1] == b.depth).all()  # '?' is supervised once the front reaches it
+    assert (b.target[:, -1, letters].sum(-1) == 1).all()  # ... with a letter
+    assert (b.ready[:, -b.depth:-1] == torch.arange(1, b.depth)).all()  # position j of the question at step j+1
+
+
 def test_training_smoke(tmp_path):
-    cups.main(["train", "--out", str(tmp_path), "--max-steps", "3", "--eval-every", "3", "--d", "32",
-               "--no-progress"])
+    assert cli_main(["train", "cups-mini", "--out", str(tmp_path), "--max-steps", "3", "--eval-every", "3",
+                     "--d", "32", "--quiet"]) == 0
     model = load_model(tmp_path)
     assert model.config.n_embd == 32 and model.config.n_layers_in_recurrent_block == 1
     bundle = load_bundle(tmp_path)

@@ -1,0 +1,221 @@
+"""Measure a cups model against the default-model targets (issue 15), with the project's tracer and metrics.
+
+Every number comes from :func:`backend.trace.trace_items` (the same tracer the app uses) and
+:func:`backend.metrics.analyze_trajectory` (its default thresholds: KL 0.01 for 3 steps, runs of 3).  Each item is
+shown in one answer order (the k-th item in order k mod 24, so every position holds the answer equally often over 24
+items) and traced under several initial-state seeds; a backtrack verdict is *robust* when it holds under a majority
+of them.  Distractor kinds come from the items' ``distractor_notes`` (see :mod:`backend.cups`).  The linear probe
+decodes, from the last-position state after step t, the ball's cup after k swaps (scikit-learn logistic regression,
+cross-validated with items kept apart across folds).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, cross_val_score
+
+from .cups import CUPS, KIND_EASY, KIND_LAST_SWAP, KIND_NEVER, KIND_STATE
+from .items import BenchmarkItem
+from .stats import bootstrap_ci
+from .trace import Trace, trace_items
+
+SEEDS = (0, 1, 2, 3, 4)
+STEPS = 30
+MASS_MIN = 0.5  # target 1: total option mass at every step from step 2 on
+REPORT_STEPS = (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 30)
+
+
+def instances(items: Sequence[BenchmarkItem], variant: str):
+    return [it.instance(variant, k % 24) for k, it in enumerate(items)]
+
+
+def run(bundle, items, variant: str, seeds=SEEDS, steps: int = STEPS, init_scale: float = 1.0) -> List[List[Trace]]:
+    """[seed][item] traces of one variant."""
+    insts = instances(items, variant)
+    if init_scale == 0.0:
+        return [trace_items(bundle, insts, steps, seeds=0, init_scale=0.0)]
+    return [trace_items(bundle, insts, steps, seeds=s) for s in seeds]
+
+
+def option_kind(item: BenchmarkItem, trace: Trace, option: int) -> str:
+    """The kind of a shown option: 'answer', 'k short' (the ball's cup k swaps before the end), 'last swap',
+    'never reached', 'not a cup'."""
+    text = trace.options[option]
+    if trace.correct == option:
+        return "answer"
+    note = item.extra["distractor_notes"].get(text)
+    if note is None:  # nca: the answer is not shown, every other cup is annotated
+        return "answer"
+    if note["kind"] == KIND_STATE:
+        k = note["of"] - note["after"]
+        return f"{k} short" if k <= 2 else "3+ short"
+    return {KIND_LAST_SWAP: "last swap", KIND_NEVER: "never reached", KIND_EASY: "not a cup"}[note["kind"]]
+
+
+KINDS = ("answer", "1 short", "2 short", "3+ short", "last swap", "never reached", "not a cup")
+
+
+def _share(counts: Dict[str, float]) -> Dict[str, float]:
+    tot = sum(counts.values())
+    return {k: round(v / tot, 3) for k, v in counts.items() if v} if tot else {}
+
+
+def kinds_table(items, runs: List[List[Trace]]) -> dict:
+    """Frontrunners (first commitments), abandoned answers and wrong final answers by kind, beside the base rate
+    (the share of shown options of that kind, averaged over instances: what a blind pick would give)."""
+    base, front, aband, wrong, first_wrong = ({k: 0.0 for k in KINDS} for _ in range(5))
+    for traces in runs:
+        for it, tr in zip(items, traces):
+            kinds = [option_kind(it, tr, i) for i in range(tr.n_options)]
+            for k in kinds:
+                base[k] += 1 / len(kinds)
+            m = tr.metrics
+            if m.frontrunner is not None:
+                front[kinds[m.frontrunner]] += 1
+                if m.frontrunner != tr.correct:
+                    first_wrong[kinds[m.frontrunner]] += 1
+            for a in m.abandoned:
+                aband[kinds[a]] += 1
+            if not m.is_correct:
+                wrong[kinds[m.final_answer]] += 1
+    return {"base_rate": _share(base), "frontrunner": _share(front), "wrong_frontrunner": _share(first_wrong),
+            "abandoned": _share(aband), "abandoned_n": int(sum(aband.values())), "wrong_final": _share(wrong)}
+
+
+def summarize(items, runs: List[List[Trace]], steps: int = STEPS) -> dict:
+    """Accuracy by step, option mass, entropy, exploration, backtracking (per seed and robust) of one variant."""
+    n_items, n_seeds = len(items), len(runs)
+    scored = runs[0][0].correct is not None
+    out: dict = {"items": n_items, "seeds": n_seeds}
+    mass = np.array([[tr.letter_mass for tr in traces] for traces in runs])  # [seeds, items, K]
+    out["mass_ok_share"] = round(float((mass[:, :, 1:] >= MASS_MIN).all(-1).mean()), 3)
+    out["min_mass_from_step2"] = round(float(mass[:, :, 1:].min()), 4)
+    ent = np.array([[tr.metrics.entropy_norm for tr in traces] for traces in runs])
+    out["entropy_norm_by_step"] = {t: round(float(ent[:, :, t - 1].mean()), 3) for t in REPORT_STEPS if t <= steps}
+    top = np.array([[tr.probs[-1].max() for tr in traces] for traces in runs])
+    out["final_top_belief"] = round(float(top.mean()), 3)
+    if scored:
+        am = np.array([[tr.probs.argmax(1) == tr.correct for tr in traces] for traces in runs])  # [s, i, K]
+        out["accuracy_by_step"] = {t: round(float(am[:, :, t - 1].mean()), 3) for t in REPORT_STEPS if t <= steps}
+        out["accuracy"] = round(float(am[:, :, -1].mean()), 3)
+        by_n: Dict[int, list] = {}
+        for i, it in enumerate(items):
+            by_n.setdefault(it.extra.get("swaps"), []).append(i)
+        out["accuracy_by_swaps"] = {int(n): [round(float(am[:, ix, 1].mean()), 2), round(float(am[:, ix, -1].mean()), 2)]
+                                    for n, ix in sorted(by_n.items())}
+    m = [[tr.metrics for tr in traces] for traces in runs]
+    conv = np.array([[x.converged for x in row] for row in m])
+    expl = np.array([[x.exploration_end if x.converged else steps for x in row] for row in m], dtype=float)
+    out["never_converged_share"] = round(float(1 - conv.mean()), 3)
+    out["exploration_restricted_mean"] = round(float(expl.mean()), 2)
+    out["exploration_restricted_mean_ci"] = [round(float(v), 2) for v in bootstrap_ci(expl.mean(0))[1:]]
+    out["exploration_mean_converged"] = round(float(expl[conv].mean()), 2) if conv.any() else None
+    bt = np.array([[x.backtracked for x in row] for row in m])  # [s, i]
+    robust = bt.sum(0) * 2 > n_seeds
+    out["backtrack_rate_per_seed"] = round(float(bt.mean()), 3)
+    out["robust_backtrack_rate"] = round(float(robust.mean()), 3)
+    out["robust_backtrack_items"] = [items[i].id for i in np.flatnonzero(robust)]
+    out["verdict_flip_share"] = round(float((bt.any(0) & ~bt.all(0)).mean()), 3)
+    if scored:
+        ok = np.array([[bool(x.is_correct) for x in row] for row in m])
+        out["accuracy_backtracked_runs"] = round(float(ok[bt].mean()), 3) if bt.any() else None
+        out["accuracy_other_runs"] = round(float(ok[~bt].mean()), 3) if (~bt).any() else None
+        if bt.any() and (~bt).any():
+            rng = np.random.default_rng(0)
+            diffs = []
+            for _ in range(2000):  # cluster bootstrap over items (runs of one item stay together)
+                ix = rng.integers(0, n_items, n_items)
+                b, o = bt[:, ix], ok[:, ix]
+                if b.any() and (~b).any():
+                    diffs.append(o[b].mean() - o[~b].mean())
+            lo, hi = np.percentile(diffs, [2.5, 97.5])
+            out["accuracy_gain_points"] = round(float(ok[bt].mean() - ok[~bt].mean()), 3)
+            out["accuracy_gain_ci"] = [round(float(lo), 3), round(float(hi), 3)]
+        dest = [x.is_correct for row in m for x in row if x.backtracked]
+        out["backtracks_ending_correct"] = round(float(np.mean(dest)), 3) if dest else None
+    return out
+
+
+def shortcut_check(items, runs: List[List[Trace]]) -> dict:
+    """Step-1 argmax on a cup of the last swap, against the share of shown options that are last-swap cups."""
+    hit, chance = [], []
+    for traces in runs:
+        for it, tr in zip(items, traces):
+            last = it.question.split()[-2]
+            cups_last = {CUPS[int(last[1]) - 1], CUPS[int(last[2]) - 1]}
+            in_last = [o in cups_last for o in tr.options]
+            hit.append(in_last[int(tr.probs[0].argmax())])
+            chance.append(np.mean(in_last))
+    return {"step1_argmax_in_last_swap": round(float(np.mean(hit)), 3),
+            "chance": round(float(np.mean(chance)), 3)}
+
+
+def linear_probe(items, runs: List[List[Trace]], probe_steps=(1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 30),
+                 max_k: int = 8) -> dict:
+    """Accuracy of decoding the ball's cup after k swaps from the state at '?' after step t (5-fold, grouped by
+    item), for k = 0..max_k (items with at least k swaps), beside the majority-class rate."""
+    X = {t: [] for t in probe_steps}
+    paths, groups = [], []
+    for traces in runs:
+        for i, (it, tr) in enumerate(zip(items, traces)):
+            for t in probe_steps:
+                X[t].append(tr.hidden_last[t - 1].astype(np.float32))
+            paths.append([CUPS.index(c) for c in it.extra["path"]])
+            groups.append(i)
+    groups = np.array(groups)
+    out: dict = {"steps": list(probe_steps), "k": [], "accuracy": [], "majority": []}
+    for k in range(max_k + 1):
+        rows = np.array([len(p) > k for p in paths])
+        if rows.sum() < 50 or len(set(groups[rows])) < 5:
+            continue
+        y = np.array([p[k] for p in paths if len(p) > k])
+        if len(set(y)) < 2:
+            continue
+        out["k"].append(k)
+        out["majority"].append(round(float(np.bincount(y).max() / len(y)), 3))
+        accs = []
+        for t in probe_steps:
+            x = np.array(X[t])[rows]
+            clf = LogisticRegression(max_iter=300)
+            sc = cross_val_score(clf, x, y, groups=groups[rows], cv=GroupKFold(5))
+            accs.append(round(float(sc.mean()), 3))
+        out["accuracy"].append(accs)
+    return out
+
+
+def evaluate(bundle, splits: Dict[str, Sequence[BenchmarkItem]], seeds=SEEDS, steps: int = STEPS,
+             probe: bool = True, log=print) -> dict:
+    """Every target's numbers for a letter-readout cups model.  ``splits``: 'test', 'probe', 'hard' -> items."""
+    res: dict = {"seeds": list(seeds), "steps": steps, "mass_min": MASS_MIN}
+    test = splits["test"]
+    runs = {}
+    for variant in ("base", "easy", "nca"):
+        log(f"tracing test/{variant}")
+        runs[variant] = run(bundle, test, variant, seeds, steps)
+        res[f"test_{variant}"] = summarize(test, runs[variant], steps)
+    res["test_base_kinds"] = kinds_table(test, runs["base"])
+    res["test_nca_kinds"] = kinds_table(test, runs["nca"])
+    res["test_base_shortcut"] = shortcut_check(test, runs["base"])
+    log("tracing test/base at init scale 0")
+    zero = run(bundle, test, "base", seeds, steps, init_scale=0.0)
+    res["test_base_init0"] = summarize(test, zero, steps)
+    robust = set(res["test_base"]["robust_backtrack_items"])
+    z = set(res["test_base_init0"]["robust_backtrack_items"])
+    res["robust_backtracks_also_at_init0"] = round(len(robust & z) / len(robust), 3) if robust else None
+    for name in ("probe", "hard"):
+        if name in splits:
+            log(f"tracing {name}/base")
+            r = run(bundle, splits[name], "base", seeds, steps)
+            res[f"{name}_base"] = summarize(splits[name], r, steps)
+            res[f"{name}_base_shortcut"] = shortcut_check(splits[name], r)
+            res[f"{name}_base_kinds"] = kinds_table(splits[name], r)
+            if name == "hard":
+                for variant in ("easy", "nca"):
+                    res[f"hard_{variant}"] = summarize(splits[name], run(bundle, splits[name], variant, seeds, steps),
+                                                       steps)
+    if probe:
+        log("linear probe")
+        res["linear_probe"] = linear_probe(test, runs["base"])
+    return res
