@@ -10,7 +10,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .dynamics import backtrack_steps, dynamics, event_profiles
-from .metrics import analyze_trajectory, bootstrap_ci
+from .metrics import analyze_trajectory
+from .stats import bootstrap_ci
 from .stopping import exit_rule_table, records_from_results
 
 

@@ -46,7 +46,9 @@ def bootstrap_ci(values, stat=np.mean, n_boot: int = N_BOOT, ci: float = CI, see
     est = np.asarray(stat(v, axis=axis))
     if v.shape[axis] < 2:
         return est, est.copy(), est.copy()
-    res = _sps.bootstrap((v,), stat, n_resamples=n_boot, confidence_level=ci, method="percentile",
+    # Resamples are drawn in batches of at most ~4M numbers (bounded memory; the draws are the same).
+    batch = max(1, min(n_boot, (4 * 2**20) // max(1, v.size)))
+    res = _sps.bootstrap((v,), stat, n_resamples=n_boot, batch=batch, confidence_level=ci, method="percentile",
                          rng=np.random.default_rng(seed), vectorized=True, axis=axis)
     return est, np.asarray(res.confidence_interval.low), np.asarray(res.confidence_interval.high)
 

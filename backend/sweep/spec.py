@@ -124,7 +124,7 @@ def validate_spec(spec: SweepSpec) -> None:
         _whole("--batch-size", spec.batch_size, 1, 10**6)
     if spec.threads is not None:
         _whole("--threads", spec.threads, 1, 4096)
-    _whole("--base-seed", spec.base_seed, 0, 2**63 - 1)
+    _whole("--base-seed", spec.base_seed, -2**63, 2**63 - 1)
     if not math.isfinite(spec.init_scale) or spec.init_scale < 0:
         raise UsageError(f"--init-scale must be a finite number >= 0, got {spec.init_scale}")
     if not isinstance(spec.out, str) or not spec.out.strip():
