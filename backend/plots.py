@@ -7,6 +7,9 @@ Conventions every figure follows, so tests can assert on them:
 * belief figure: exactly one trace per option; commitments are ``layout.shapes`` named ``"commitment"``, the
   exploration end is a shape named ``"exploration_end"``, each backtrack is an annotation named ``"backtrack"``
   with text ``"A -> B"``;
+* steps whose total option mass is below the mass threshold ("not answering") are greyed in every one-instance
+  figure: grey ``layout.shapes`` named ``"low_mass"`` over those steps, grey markers there, and the legend title
+  says so;
 * steps on the x axis are 1-based, like every metric;
 * text that comes from users (options, tokens, item ids, variant names from files) goes through :func:`text`:
   Plotly renders a subset of HTML in names, labels and hovers (links included), so it is shown as text.
@@ -23,7 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .errors import LoopLensError
-from .metrics import KL_THRESHOLD, TrajectoryMetrics
+from .metrics import KL_THRESHOLD, MASS_THRESHOLD, TrajectoryMetrics
 from .trace import Band, BeliefBand, Trace, TraceSet
 
 from .settings import LETTERS  # noqa: E402
@@ -106,6 +109,49 @@ def _base_layout(fig: go.Figure, title: str, ytitle: str, xtitle: str = "recurre
     return fig
 
 
+# ---------------------------------------------------------------------------------------------- option mass
+LOW_MASS_COLOR = "#9e9e9e"
+
+
+def low_mass_spans(low_mass) -> list:
+    """Contiguous runs of low-mass steps as (first, last) 1-based steps."""
+    spans, start = [], None
+    flags = list(low_mass) if low_mass is not None else []
+    for t, f in enumerate(flags + [False], start=1):
+        if f and start is None:
+            start = t
+        elif not f and start is not None:
+            spans.append((start, t - 1))
+            start = None
+    return spans
+
+
+def low_mass_note(m: TrajectoryMetrics) -> str:
+    return (f"grey steps: option mass < {m.mass_threshold:g}, not answering ({m.n_low_mass} of {m.n_steps}; "
+            "their belief is renormalised noise)")
+
+
+def _grey_low_mass(fig: go.Figure, m: TrajectoryMetrics, legend: bool = True) -> None:
+    """Grey out the steps whose total option mass is below the threshold, and say so in the legend (or, in a
+    figure without a legend, in a note above the plot)."""
+    if m.low_mass is None or not m.low_mass.any():
+        return
+    note = [] if legend else [dict(xref="paper", yref="paper", x=0, y=1.0, xanchor="left", yanchor="bottom",
+                                   text=low_mass_note(m), showarrow=False, font=dict(size=10, color="#666"),
+                                   name="low_mass_note")]
+    _add(fig, [dict(type="rect", xref="x", yref="paper", x0=a - 0.5, x1=b + 0.5, y0=0, y1=1,
+                    fillcolor=LOW_MASS_COLOR, opacity=0.22, line=dict(width=0), layer="below", name="low_mass")
+               for a, b in low_mass_spans(m.low_mass)], note)
+    if legend:
+        fig.update_layout(legend_title_text=low_mass_note(m))
+
+
+def _marker_colors(color: str, m: TrajectoryMetrics, K: int):
+    if m.low_mass is None or not m.low_mass.any():
+        return color
+    return [LOW_MASS_COLOR if m.low_mass[t] else color for t in range(K)]
+
+
 # ---------------------------------------------------------------------------------------------- one instance
 def belief_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Optional[str] = None,
                   upto: Optional[int] = None) -> go.Figure:
@@ -120,10 +166,11 @@ def belief_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Opt
         fig.add_trace(go.Scatter(
             x=x, y=probs[:, i], mode="lines+markers", name=option_name(i, trace.options[i], trace.correct),
             line=dict(color=option_color(i), width=4 if is_c else 2),
-            marker=dict(size=5, symbol="star" if is_c else "circle"),
+            marker=dict(size=5, symbol="star" if is_c else "circle", color=_marker_colors(option_color(i), m, K)),
             hovertemplate=f"{LETTERS[i]}: %{{y:.3f}}<extra></extra>",
         ))
     _decorate_instance(fig, m, K)
+    _grey_low_mass(fig, m)
     fig.update_yaxes(range=[0, 1.12])
     if upto is not None:
         _add(fig, [vline(upto, "cursor", width=1, dash="dot")])
@@ -137,7 +184,9 @@ def _decorate_instance(fig: go.Figure, m: TrajectoryMetrics, K: int) -> None:
     if m.exploration_end is not None:
         shapes.append(vline(m.exploration_end, "exploration_end"))
         ann.append(dict(x=m.exploration_end, y=1.09, xref="x", yref="y", showarrow=False, xanchor="left",
-                        text=f" exploration ends (step {m.exploration_end})", font=dict(size=11),
+                        text=f" exploration end (step {m.exploration_end})" + (
+                            f"; the argmax changes again at step {m.later_argmax_change}"
+                            if m.later_argmax_change is not None else ""), font=dict(size=11),
                         name="exploration_label"))
     else:
         ann.append(dict(x=K, y=1.09, xref="x", yref="y", text="never converged", showarrow=False, xanchor="right",
@@ -150,8 +199,9 @@ def _decorate_instance(fig: go.Figure, m: TrajectoryMetrics, K: int) -> None:
     _add(fig, shapes, ann)
 
 
-def mass_figure(trace, title: Optional[str] = None) -> go.Figure:
-    """Raw mass of each option's letter tokens in the full vocabulary, and their total (the 'answering' mass)."""
+def mass_figure(trace, title: Optional[str] = None, threshold: Optional[float] = None) -> go.Figure:
+    """Raw mass of each option's letter tokens in the full vocabulary, and their total (the 'answering' mass), with
+    the mass threshold line; steps below it greyed."""
     raw = np.asarray(trace.raw_mass)
     K, n = raw.shape
     x = _steps(K)
@@ -161,6 +211,11 @@ def mass_figure(trace, title: Optional[str] = None) -> go.Figure:
                                  line=dict(color=option_color(i), width=2)))
     fig.add_trace(go.Scatter(x=x, y=raw.sum(axis=1), mode="lines", name="total letter mass",
                              line=dict(color="black", width=2, dash="dash")))
+    thr = MASS_THRESHOLD if threshold is None else threshold
+    m = trace.analyze(mass_threshold=thr) if threshold is not None else trace.metrics
+    _add(fig, [hline(thr, "mass_threshold", color=LOW_MASS_COLOR)],
+         [line_label(thr, f"mass threshold {thr:g}", "mass_threshold_label", color="#666")])
+    _grey_low_mass(fig, m)
     fig.update_yaxes(range=[0, 1.02])
     return _base_layout(fig, title or "Raw option mass (full vocabulary)", "probability")
 
@@ -180,6 +235,7 @@ def kl_figure(trace, threshold: float = KL_THRESHOLD, metrics: Optional[Trajecto
     _add(fig, shapes, ann)
     fig.update_yaxes(type="log", exponentformat="power")
     fig.update_layout(showlegend=False)
+    _grey_low_mass(fig, m, legend=False)
     return _base_layout(fig, title or "Step KL divergence", "KL (nats, log scale)", "step t")
 
 
@@ -195,6 +251,7 @@ def entropy_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Op
     _add(fig, shapes, [line_label(hmax, f"uniform = log {trace.n_options}", "max_entropy_label", yanchor="top")])
     fig.update_yaxes(range=[0, hmax * 1.08])
     fig.update_layout(showlegend=False)
+    _grey_low_mass(fig, m, legend=False)
     return _base_layout(fig, title or "Entropy of the belief", "entropy (nats)")
 
 
@@ -449,8 +506,20 @@ def report_entropy_figure(rep: dict, normalised: bool = True) -> go.Figure:
         for v in [v for v in ("base", "easy", "nca") if v in set(df["variant"])]:
             g = df[df["variant"] == v].sort_values("step")
             bands[v] = tuple(g[c + sfx].astype(float).to_numpy() for c in ("mean", "lo", "hi"))
-    return entropy_bands_figure(bands, title="Entropy by variant (mean over instances, 95% item-bootstrap band)",
-                                normalised=normalised)
+    fig = entropy_bands_figure(bands, title="Entropy by variant (mean over instances, 95% item-bootstrap band)",
+                               normalised=normalised)
+    low = {}
+    if len(df) and "low_mass_share" in df.columns:
+        for v in bands:
+            g = df[df["variant"] == v].sort_values("step")
+            last = g["low_mass_share"].iloc[-1] if len(g) else None
+            if last is not None and not pd.isna(last):
+                low[v] = float(last)
+    if low:
+        thr = (rep.get("meta") or {}).get("mass_threshold", MASS_THRESHOLD)
+        fig.update_layout(legend_title_text=f"instances below the mass threshold {thr:g} at the last step: " +
+                          ", ".join(f"{VARIANT_NAMES.get(v, v)} {x:.0%}" for v, x in low.items()))
+    return fig
 
 
 def report_exploration_pair_figure(rep: dict) -> go.Figure:
@@ -475,15 +544,31 @@ def report_exploration_pair_figure(rep: dict) -> go.Figure:
 
 
 def report_rank_figure(rep: dict) -> go.Figure:
-    """Abandoned-answer similarity rank shares (Base) with intervals, against chance (1/3)."""
+    """Similarity rank shares (Base) with intervals: the abandoned answers beside the two baselines -- the model's
+    other wrong choices and its frontrunner -- and chance (1/3)."""
+    base = (rep.get("variants") or {}).get("base") or next(
+        (g for g in rep.get("groups", []) if g.get("variant") == "base" and g.get("domain") == "all"), {})
     rows = {r["key"]: r for r in rep.get("headline", [])}
-    vals, lo, hi = [], [], []
-    for j in (1, 2, 3):
-        r = rows.get(f"abandoned_rank_{j}") or {}
-        vals.append(r.get("value") if r.get("value") is not None else np.nan)
-        lo.append(r.get("lo") if r.get("lo") is not None else np.nan)
-        hi.append(r.get("hi") if r.get("hi") is not None else np.nan)
-    return rank_share_figure(vals, lo, hi, title="Abandoned answer: similarity rank among the distractors (Base)")
+    series = [("abandoned answers", "#1f77b4", [rows.get(f"abandoned_rank_{j}") or {} for j in (1, 2, 3)])]
+    for name, key, color in (("wrong choices", "wrong_choice_similarity_ranks", "#7f7f7f"),
+                             ("frontrunner", "frontrunner_similarity_ranks", "#ff7f0e")):
+        d = base.get(key)
+        if isinstance(d, dict):
+            series.append((f"{name} (n {d.get('n', 0)})", color, [d.get(f"rank_{j}") or {} for j in (1, 2, 3)]))
+    fig = go.Figure()
+    x = [f"rank {k}" for k in (1, 2, 3)]
+    for name, color, sts in series:
+        v = np.array([s.get("value") if s.get("value") is not None else np.nan for s in sts], dtype=float)
+        lo = np.array([s.get("lo") if s.get("lo") is not None else np.nan for s in sts], dtype=float)
+        hi = np.array([s.get("hi") if s.get("hi") is not None else np.nan for s in sts], dtype=float)
+        fig.add_trace(go.Bar(x=x, y=v, name=name, marker_color=color,
+                             error_y=dict(type="data", symmetric=False, array=hi - v, arrayminus=v - lo)))
+    _add(fig, [hline(1 / 3, "chance", color="#d62728")],
+         [line_label(1 / 3, "chance 1/3", "chance_label", color="#d62728")])
+    fig.update_yaxes(range=[0, 1])
+    fig.update_layout(barmode="group", hovermode="closest")
+    return _base_layout(fig, "Similarity rank among the distractors (Base): abandoned answers vs the model's other "
+                        "wrong choices and its frontrunner", "share", "similarity rank (1 = most similar to the stem)")
 
 
 def report_backtracking_figure(rep: dict) -> go.Figure:

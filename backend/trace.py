@@ -96,11 +96,11 @@ class Trace:
     def metrics(self) -> TrajectoryMetrics:
         """Metrics with the default thresholds (cached); call :meth:`analyze` for other thresholds."""
         if self._metrics is None:
-            self._metrics = analyze_trajectory(self.probs, self.correct)
+            self._metrics = analyze_trajectory(self.probs, self.correct, mass=self.letter_mass)
         return self._metrics
 
     def analyze(self, **params) -> TrajectoryMetrics:
-        return analyze_trajectory(self.probs, self.correct, **params)
+        return analyze_trajectory(self.probs, self.correct, mass=self.letter_mass, **params)
 
     def truncated(self, steps: int) -> "Trace":
         """The same run seen up to ``steps`` (for live display while a run is under way)."""

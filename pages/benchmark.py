@@ -1,4 +1,5 @@
-"""Benchmark: aggregate view over a sweep's results (the paper's table with intervals, and its figures)."""
+"""Benchmark: aggregate view over a sweep's results (a model's numbers on a benchmark with intervals, reference
+values from Huginn-0125 beside them, and the figures)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -12,15 +13,15 @@ from backend import report as rp  # noqa: E402
 from backend.report_source import check_report, results_source  # noqa: E402
 
 ss = st.session_state
-st.title("Benchmark: the paper's numbers for a model")
+st.title("Benchmark: a model's numbers on a benchmark")
 
 HOWTO = """
 A results directory comes from a **sweep** (every item x variant x answer order x seed, resumable, as Parquet),
-and a **report** computes the paper's numbers with 95% item-bootstrap intervals:
+and a **report** computes the paper's statistics for that model with 95% item-bootstrap intervals:
 
 ```bash
 python -m backend sweep --model MODEL --benchmark data/benchmarks/general-qa.jsonl --out results/MODEL \\
-    --variants base,easy,nca --permutations 25 --seeds 1 --steps 30
+    --variants base,easy,nca --steps 30      # all distinct answer orders x 3 seeds (the defaults)
 python -m backend report results/MODEL --save data/results/MODEL    # writes report.md + report.json
 ```
 Put the report in `data/results/<model>/` to ship it with the app, or point this page at the sweep directory.
@@ -67,13 +68,25 @@ if rep is None:
 
 
 def show_report(rep: dict) -> None:
-    """The report's caption, table and figures (inside the page's error guard)."""
+    """The report's title, caption, table and figures (inside the page's error guard)."""
     meta = rep.get("meta", {})
-    st.caption(common.plain(
-        f"Model {meta.get('model')} · {meta.get('instances')} instances · {meta.get('items')} items · "
-        f"variants {meta.get('variants')} · {meta.get('permutations')} answer orders · {meta.get('seeds')} seed(s) "
-        f"· {meta.get('steps')} steps · intervals: {meta.get('ci', 0.95):.0%} bootstrap over {meta.get('resampling')}"))
-    with st.expander("The paper's table, reproduced (with intervals)", expanded=True):
+    title = meta.get("title") or f"{meta.get('model')}"
+    st.subheader(common.plain(title))
+    st.caption(common.plain(f"Model {meta.get('model')} · benchmark {meta.get('benchmark')} · {meta.get('instances')} instances · "
+               f"{meta.get('items')} items · variants {meta.get('variants')} · {meta.get('permutations')} answer orders "
+               f"({ {True: 'balanced', False: 'not balanced'}.get(meta.get('orders_balanced'), 'balance unknown')}) "
+               f"· {meta.get('seeds')} seed(s) · {meta.get('steps')} steps · mass threshold "
+               f"{meta.get('mass_threshold', 'n/a')} · intervals: {meta.get('ci', 0.95):.0%} bootstrap over "
+               f"{meta.get('resampling')}"))
+    if "variants" in rep:
+        st.markdown("**What the numbers rest on** (per variant; `field` is the name in `report --format json`): steps "
+                    "below the mass threshold are *not answering*; a backtrack is *robust* when it holds under a majority "
+                    "of seeds; the restricted mean counts never-converged instances at the step limit.")
+        st.dataframe(rp.key_table(rep), hide_index=True, width="stretch")
+    else:
+        st.warning("This report was made before the reporting rules (option mass, seeds, censoring, within-item gain): "
+                   "make it again with `python -m backend report DIR --save DIR` to see them.")
+    with st.expander(common.plain(f"Report: {title}, beside reference values from Huginn-0125"), expanded=True):
         st.markdown(rp.to_markdown(rep))
     c1, c2 = st.columns(2)
     with c1:

@@ -191,7 +191,9 @@ c[3].metric("Commitments", len(m.commitments))
 c[4].metric("Backtracks", len(m.backtracks))
 st.markdown(f"**Final answer:** {summary['Final answer']} ({summary['Correct?']})  \n"
             f"**Commitments:** {summary['Commitments']}  \n**Backtracks:** {summary['Backtracks']}  \n"
-            f"**Abandoned answers:** {summary['Abandoned answers']}")
+            f"**Abandoned answers:** {summary['Abandoned answers']}  \n"
+            f"**Option mass:** {summary['Option mass']}  \n**Exploration end:** {summary['Exploration end']}  \n"
+            f"**Backtrack by run length:** {summary['Backtrack by run length']}")
 
 figs = {name: common.cached_figure(key, name, lambda f=f: f(tr)) for name, f in (
     ("belief", plots.belief_figure), ("mass", plots.mass_figure), ("kl", plots.kl_figure),

@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence
 
 from ..errors import LoopLensError, UsageError
 from .checkpoint import detect_family, read_config
+from .paths import model_file
 
 from ..settings import LETTERS, MAX_PROMPT_CHARS, MAX_TEMPLATE_CHARS  # noqa: E402
 TEMPLATE_FILE = "prompt_template.json"
@@ -163,7 +164,7 @@ def family_template(family: Optional[str], tokenizer=None) -> PromptTemplate:
 def template_for(model_dir: Path, tokenizer=None, family: Optional[str] = None) -> PromptTemplate:
     """The model's own template (``prompt_template.json``), else its family's shipped default (the family is
     read from the directory's config.json when not given)."""
-    f = Path(model_dir) / TEMPLATE_FILE
+    f = model_file(model_dir, TEMPLATE_FILE)
     if family is None:
         try:
             family = detect_family(read_config(model_dir))
