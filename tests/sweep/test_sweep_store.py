@@ -51,8 +51,9 @@ def test_other_format_version_is_refused_in_one_line(tmp_path):
         load_results(d)
 
 
-def test_directory_written_before_the_package_resumes(tmp_path):
-    """The same sweep, widened (3 permutations instead of 2), continues the old directory: old parts are kept."""
+def test_directory_written_before_the_package_is_not_resumed_under_the_new_answer_orders(tmp_path):
+    """A directory written before the balanced answer orders (issue 10) still loads (above), but widening it would
+    mix two meanings of "permutation k": the resume is refused in one line naming why, and nothing is written."""
     from backend.sweep import SweepSpec, run_sweep
 
     bench = tmp_path / "bench.jsonl"  # the fixture's benchmark, byte for byte
@@ -62,13 +63,12 @@ def test_directory_written_before_the_package_resumes(tmp_path):
         "nca_distractor": "Rome"}) for i in range(2)) + "\n")
     d = tmp_path / "old"
     shutil.copytree(OLD, d)
-    before = load_results(d)
-    s = run_sweep(SweepSpec(model=str(OLD_MODEL), benchmark=str(bench), out=str(d), variants=("base", "nca"),
+    before = sorted(p.name for p in d.rglob("*"))
+    with pytest.raises(LoopLensError) as exc:
+        run_sweep(SweepSpec(model=str(OLD_MODEL), benchmark=str(bench), out=str(d), variants=("base", "nca"),
                             permutations=3, steps=4, chunk_size=3, threads=1, embedding_model=None, device="cpu"),
                   progress=False, log=lambda m: None)
-    assert (s.already, s.computed, s.done, s.total) == (8, 4, 12, 12)
-    after = load_results(d)
-    assert len(after) == 12 and not after.duplicated(list(KEY_COLUMNS)).any()
-    old_rows = after.merge(before[list(KEY_COLUMNS)], on=list(KEY_COLUMNS))
-    assert len(old_rows) == 8
-    assert {p.name for p in OLD.glob("part-*")} < {p.name for p in d.glob("part-*.parquet")}  # old parts kept
+    msg = str(exc.value)
+    assert "answer_orders" in msg and "new --out" in msg and "\n" not in msg
+    assert sorted(p.name for p in d.rglob("*")) == before  # nothing written, nothing deleted
+    assert len(load_results(d)) == 8  # and it still loads
