@@ -14,7 +14,7 @@ from typing import List, Optional
 from . import similarity, validate
 from .errors import LoopLensError, UsageError
 from .items import Item, load_benchmark
-from .models import PromptTemplate, default_model_name, load_bundle
+from .models import PromptTemplate, default_model_name, load_bundle, resolve_model_path
 from .settings import DEFAULT_STEPS, LETTERS, MAX_STEPS, MIN_STEPS
 from .trace import check_steps, trace_items
 
@@ -88,6 +88,7 @@ def _add_train(sub):
     p.add_argument("--init-from", default=None, help="checkpoint to start from (tensors matching by name and shape)")
     p.add_argument("--d", type=int, default=None, help="model width")
     p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--save-every", type=int, default=None, help="also save the checkpoint every N steps")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -104,10 +105,10 @@ def cmd_train(a) -> int:
     task, overrides = RECIPES[a.recipe]
     cfg = TrainConfig(**overrides)
     flags = {"max_steps": a.max_steps, "minutes": a.minutes, "seed": a.seed, "init_from": a.init_from, "d": a.d,
-             "eval_every": a.eval_every, "threads": a.threads}
+             "eval_every": a.eval_every, "threads": a.threads, "save_every": a.save_every}
     cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
-    if cfg.init_from and not Path(cfg.init_from).is_dir():
-        raise UsageError(f"--init-from {cfg.init_from}: no such checkpoint directory")
+    if cfg.init_from:  # a checkpoint directory or a shipped model's name
+        cfg = replace(cfg, init_from=str(resolve_model_path(cfg.init_from)))
     s = train(task, Path(a.out), cfg, progress=not a.quiet)
     print(json.dumps({k: v for k, v in s.items() if k != "log"}))
     return 0

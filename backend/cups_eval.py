@@ -219,3 +219,89 @@ def evaluate(bundle, splits: Dict[str, Sequence[BenchmarkItem]], seeds=SEEDS, st
         log("linear probe")
         res["linear_probe"] = linear_probe(test, runs["base"])
     return res
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def render_targets(res: dict) -> str:
+    """The targets of issue 15 as a markdown table plus the supporting tables (for the card and the report)."""
+    tb, te, tn = res["test_base"], res["test_easy"], res["test_nca"]
+    lines = ["| # | target | measured | met |", "|---|---|---|---|"]
+    masses = {k: res[k]["mass_ok_share"] for k in ("test_base", "test_easy", "test_nca", "probe_base", "hard_base",
+                                                   "hard_easy", "hard_nca") if k in res}
+    ok1 = min(masses.values()) >= 0.9
+    lines.append(f"| 1 | option mass >= {res['mass_min']} at every step from step 2 in >= 90% of instances of every "
+                 f"variant | " + ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in masses.items())
+                 + f" | {'yes' if ok1 else 'no'} |")
+    a30, a2 = tb["accuracy"], tb["accuracy_by_step"][2]
+    ok2 = a30 >= 0.85 and a30 - a2 >= 0.30
+    lines.append(f"| 2 | base accuracy >= 85% at 30 steps, >= 30 points lower at step 2 | {_pct(a30)} at 30, "
+                 f"{_pct(a2)} at step 2 ({100 * (a30 - a2):.1f} points lower) | {'yes' if ok2 else 'no'} |")
+    if "probe_base" in res:
+        pa = res["probe_base"]["accuracy"]
+        ok3 = abs(pa - a30) <= 0.10
+        sc = res["probe_base_shortcut"]
+        lines.append(f"| 3 | probe split (last swap never moves the ball) within 10 points of the main split | "
+                     f"{_pct(pa)} vs {_pct(a30)} ({100 * (pa - a30):+.1f} points); step-1 argmax on a last-swap cup "
+                     f"{_pct(res['test_base_shortcut']['step1_argmax_in_last_swap'])} on test (chance "
+                     f"{_pct(res['test_base_shortcut']['chance'])}), {_pct(sc['step1_argmax_in_last_swap'])} on probe "
+                     f"(chance {_pct(sc['chance'])}) | {'yes' if ok3 else 'no'} |")
+    rb = tb["robust_backtrack_rate"]
+    ok4 = rb >= 0.10
+    lines.append(f"| 4 | >= 10% of base instances backtrack under a majority of {len(res['seeds'])} seeds (and at "
+                 f"init scale 0) | {_pct(rb)} robust ({_pct(tb['backtrack_rate_per_seed'])} per seed, "
+                 f"{_pct(tb['verdict_flip_share'])} of verdicts flip across seeds); init scale 0: "
+                 f"{_pct(res['test_base_init0']['robust_backtrack_rate'])}, and "
+                 f"{_pct(res['robust_backtracks_also_at_init0'])} of the robust instances also backtrack there | "
+                 f"{'yes' if ok4 else 'no'} |")
+    k = res["test_base_kinds"]
+    lines.append(f"| 5 | distractors annotated; kinds committed to first / abandoned vs base rates; linear probe | "
+                 f"see the tables below ({k['abandoned_n']} abandoned answers) | see below |")
+    if "hard_base" in res:
+        hb = res["hard_base"]
+        ok6 = 0.40 <= hb["accuracy"] <= 0.90
+        gain = (f"{100 * hb['accuracy_gain_points']:+.1f} points (95% CI {100 * hb['accuracy_gain_ci'][0]:+.1f} to "
+                f"{100 * hb['accuracy_gain_ci'][1]:+.1f})" if hb.get("accuracy_gain_ci") else "n/a")
+        lines.append(f"| 6a | hard split ({res.get('hard_swaps', '9-11')} swaps, longer than trained): base accuracy "
+                     f"in 40-90% | {_pct(hb['accuracy'])}; backtracked runs {_pct(hb['accuracy_backtracked_runs'])} vs "
+                     f"others {_pct(hb['accuracy_other_runs'])}: {gain}; robust backtracks {_pct(hb['robust_backtrack_rate'])}"
+                     f"; exploration {hb['exploration_restricted_mean']} steps (restricted mean, 95% CI "
+                     f"{hb['exploration_restricted_mean_ci']}) | {'yes' if ok6 else 'no'} |")
+    lines.append(f"| 6b | NCA differs from base | final normalised entropy {tn['entropy_norm_by_step'][30]} vs "
+                 f"{tb['entropy_norm_by_step'][30]}; final top belief {_pct(tn['final_top_belief'])} vs "
+                 f"{_pct(tb['final_top_belief'])}; exploration {tn['exploration_restricted_mean']} vs "
+                 f"{tb['exploration_restricted_mean']} steps; never converged {_pct(tn['never_converged_share'])} vs "
+                 f"{_pct(tb['never_converged_share'])} | see text |")
+    lines.append(f"| 6c | Easy explores less because of its options | exploration {te['exploration_restricted_mean']} "
+                 f"(95% CI {te['exploration_restricted_mean_ci']}) vs base {tb['exploration_restricted_mean']} "
+                 f"(95% CI {tb['exploration_restricted_mean_ci']}); easy accuracy at step 1 "
+                 f"{_pct(te['accuracy_by_step'][1])} vs base {_pct(tb['accuracy_by_step'][1])}; option mass from "
+                 f"step 2 >= {res['mass_min']} in {_pct(te['mass_ok_share'])} of easy instances | see text |")
+    out = ["\n".join(lines), ""]
+    out.append("Accuracy by step (base, mean over seeds):\n")
+    names = [n for n in ("test_base", "test_base_init0", "probe_base", "hard_base", "test_easy") if n in res]
+    steps = list(tb["accuracy_by_step"])
+    out.append("| split | " + " | ".join(f"step {t}" for t in steps) + " |")
+    out.append("|---|" + "---|" * len(steps))
+    for n in names:
+        out.append(f"| {n.replace('_', ' ')} | " + " | ".join(_pct(res[n]["accuracy_by_step"][t]) for t in steps) + " |")
+    out.append("\nDistractor kinds (test split, base; shares of first commitments, of wrong first commitments, of "
+               "abandoned answers and of wrong final answers, beside each kind's share of the shown options):\n")
+    out.append("| kind | shown (base rate) | first commitment | wrong first commitment | abandoned | wrong final |")
+    out.append("|---|---|---|---|---|---|")
+    for kind in KINDS:
+        row = [k[c].get(kind, 0.0) for c in ("base_rate", "frontrunner", "wrong_frontrunner", "abandoned",
+                                              "wrong_final")]
+        if any(row):
+            out.append(f"| {kind} | " + " | ".join(_pct(v) for v in row) + " |")
+    lp = res.get("linear_probe")
+    if lp and lp["k"]:
+        out.append("\nLinear probe: accuracy of decoding the ball's cup after k swaps from the state at `?` after step "
+                   "t (logistic regression, 5-fold grouped by item; majority-class rate in brackets):\n")
+        out.append("| k (majority) | " + " | ".join(f"t={t}" for t in lp["steps"]) + " |")
+        out.append("|---|" + "---|" * len(lp["steps"]))
+        for kk, maj, accs in zip(lp["k"], lp["majority"], lp["accuracy"]):
+            out.append(f"| {kk} ({_pct(maj)}) | " + " | ".join(f"{100 * a:.0f}" for a in accs) + " |")
+    return "\n".join(out) + "\n"
