@@ -8,14 +8,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
-from . import similarity, validate
+import torch
+
+from . import cups_eval, similarity, validate
+from .cups import RECIPES, benchmark_splits
+from .learn import main as learn_main
+from .train import TrainConfig, train
 from .errors import LoopLensError, UsageError
 from .items import Item, load_benchmark
 from .models import PromptTemplate, default_model_name, load_bundle, resolve_model_path
-from .settings import DEFAULT_STEPS, LETTERS, MAX_STEPS, MIN_STEPS
+from .settings import BENCHMARKS_DIR, DEFAULT_STEPS, LETTERS, MAX_STEPS, MIN_STEPS
 from .trace import check_steps, trace_items
 
 
@@ -78,7 +84,8 @@ def cmd_similarity(a) -> int:
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train a shipped looped model's recipe (cups-letters, cups-mini) from scratch")
+    p = sub.add_parser("train", help="train a shipped looped model from its recipe (cups-letters: warm start "
+                       "from cups-mini; cups-mini: from scratch)")
     p.add_argument("recipe", help="the recipe: cups-letters (the default model) or cups-mini")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (the run is deterministic given "
@@ -95,11 +102,6 @@ def _add_train(sub):
 
 
 def cmd_train(a) -> int:
-    from dataclasses import replace
-
-    from .cups import RECIPES
-    from .train import TrainConfig, train
-
     if a.recipe not in RECIPES:
         raise UsageError(f"unknown recipe {a.recipe!r}: choose one of {', '.join(RECIPES)}")
     task, overrides = RECIPES[a.recipe]
@@ -122,9 +124,6 @@ def _add_make_splits(sub):
 
 
 def cmd_make_splits(a) -> int:
-    from .cups import benchmark_splits
-    from .settings import BENCHMARKS_DIR
-
     try:
         splits = benchmark_splits(a.model)
     except ValueError as exc:
@@ -134,6 +133,35 @@ def cmd_make_splits(a) -> int:
     for stem, items in splits.items():
         (out / f"{stem}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in items))
         print(f"wrote {len(items)} items to {out / (stem + '.jsonl')}")
+    return 0
+
+
+def _add_cups_targets(sub):
+    p = sub.add_parser("cups-targets", help="measure a letter-readout cups model against the default-model targets "
+                       "(tracer + metrics over several seeds, linear probe); writes targets.json and targets.md")
+    p.add_argument("--model", default="cups-letters")
+    p.add_argument("--out", required=True, help="directory for targets.json and targets.md")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_cups_targets)
+
+
+def cmd_cups_targets(a) -> int:
+    torch.set_num_threads(a.threads)
+    bundle = load_bundle(a.model)
+    splits = {}
+    for k in ("test", "probe", "hard"):
+        f = BENCHMARKS_DIR / f"{bundle.name}-{k}.jsonl"
+        if not f.is_file():
+            raise UsageError(f"{f} is missing: run `python -m backend make-splits {bundle.name}` first")
+        splits[k] = load_benchmark(f).items
+    res = cups_eval.evaluate(bundle, splits, seeds=tuple(range(a.seeds)), log=lambda m: print(m, file=sys.stderr))
+    res.update({"model": bundle.name, "checkpoint_hash": bundle.checkpoint_hash})
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "targets.md").write_text(cups_eval.render_targets(res))
+    (out / "targets.json").write_text(json.dumps(res, indent=1))
+    print(f"wrote {out / 'targets.md'} and {out / 'targets.json'}")
     return 0
 
 
@@ -148,8 +176,6 @@ def _add_learn(sub):
 
 
 def cmd_learn(a) -> int:
-    from .learn import main as learn_main
-
     return learn_main(a.model, a.benchmark, a.steps, a.seeds, a.items)
 
 
@@ -162,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_make_splits(sub)
     _add_learn(sub)
+    _add_cups_targets(sub)
     for hook in EXTRA_COMMANDS:
         hook(sub)
     return parser
