@@ -151,9 +151,10 @@ def cmd_cups_targets(a) -> int:
     bundle = load_bundle(a.model)
     splits = {}
     for k in ("test", "probe", "hard"):
-        f = BENCHMARKS_DIR / f"{bundle.name}-{k}.jsonl"
+        name = Path(bundle.name).name
+        f = BENCHMARKS_DIR / f"{name}-{k}.jsonl"
         if not f.is_file():
-            raise UsageError(f"{f} is missing: run `python -m backend make-splits {bundle.name}` first")
+            raise UsageError(f"{f} is missing: run `python -m backend make-splits {name}` first")
         splits[k] = load_benchmark(f).items
     res = cups_eval.evaluate(bundle, splits, seeds=tuple(range(a.seeds)), log=lambda m: print(m, file=sys.stderr))
     res.update({"model": bundle.name, "checkpoint_hash": bundle.checkpoint_hash})

@@ -309,7 +309,7 @@ class CupsTask:
 
 
 # ------------------------------------------------------------------------------------- recipes and splits
-HARD_SWAPS = (9, 11)  # the hard split: longer than any training question (training stops at 8 swaps)
+HARD_SWAPS = (12, 15)  # the hard split: longer than any training question (training stops at 8 swaps)
 # The shipped models' training recipes: the task, and the trainer's settings (backend.train.TrainConfig fields).
 RECIPES: Dict[str, tuple] = {
     "cups-mini": (CupsTask(readout="option", last_ball_p=1.0, variants=("base", "base", "easy", "nca"), min_swaps=1),
@@ -325,7 +325,7 @@ def benchmark_splits(model: str) -> Dict[str, List[dict]]:
 
     cups-mini: its test split (unchanged).  cups-letters: ``-test`` (held out by hash, 2-8 swaps, the last swap
     moves the ball half of the time, as in training), ``-probe`` (the last swap never moves the ball: the surface cue
-    "the answer is a cup of the last swap" is broken; held out, disjoint from -test), ``-hard`` (9-11 swaps, longer
+    "the answer is a cup of the last swap" is broken; held out, disjoint from -test), ``-hard`` (12-15 swaps, longer
     than any training question; held out)."""
     if model == "cups-mini":
         return {"cups-mini-test": make_split("test", 140)}

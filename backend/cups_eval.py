@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from .cups import CUPS, KIND_EASY, KIND_LAST_SWAP, KIND_NEVER, KIND_STATE
 from .items import BenchmarkItem
@@ -31,12 +33,13 @@ def instances(items: Sequence[BenchmarkItem], variant: str):
     return [it.instance(variant, k % 24) for k, it in enumerate(items)]
 
 
-def run(bundle, items, variant: str, seeds=SEEDS, steps: int = STEPS, init_scale: float = 1.0) -> List[List[Trace]]:
+def run(bundle, items, variant: str, seeds=SEEDS, steps: int = STEPS, init_scale: float = 1.0,
+        keep_all_states: bool = False) -> List[List[Trace]]:
     """[seed][item] traces of one variant."""
     insts = instances(items, variant)
     if init_scale == 0.0:
         return [trace_items(bundle, insts, steps, seeds=0, init_scale=0.0)]
-    return [trace_items(bundle, insts, steps, seeds=s) for s in seeds]
+    return [trace_items(bundle, insts, steps, seeds=s, keep_all_states=keep_all_states) for s in seeds]
 
 
 def option_kind(item: BenchmarkItem, trace: Trace, option: int) -> str:
@@ -152,36 +155,48 @@ def shortcut_check(items, runs: List[List[Trace]]) -> dict:
             "chance": round(float(np.mean(chance)), 3)}
 
 
+def _probe_scores(X: Dict[int, list], rows: np.ndarray, y: np.ndarray, groups: np.ndarray, steps) -> List[float]:
+    accs = []
+    for t in steps:
+        x = np.array(X[t])[rows]
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        sc = cross_val_score(clf, x, y, groups=groups[rows], cv=GroupKFold(5))
+        accs.append(round(float(sc.mean()), 3))
+    return accs
+
+
 def linear_probe(items, runs: List[List[Trace]], probe_steps=(1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 30),
-                 max_k: int = 8) -> dict:
-    """Accuracy of decoding the ball's cup after k swaps from the state at '?' after step t (5-fold, grouped by
-    item), for k = 0..max_k (items with at least k swaps), beside the majority-class rate."""
+                 max_k: int = 8, max_short: int = 3, position: int = -1) -> dict:
+    """Accuracy of decoding, from the state at prompt position ``position`` (-1: the last, '?'; -2: the last swap,
+    which needs traces with ``hidden_all``) after step t, the ball's cup after k swaps (k = 0..max_k, items with at
+    least k swaps) and the cup j swaps before the end (j = 0 is the answer), beside the majority-class rate.
+    Standardised states, logistic regression, 5-fold cross-validation with each item's runs in one fold."""
     X = {t: [] for t in probe_steps}
     paths, groups = [], []
     for traces in runs:
         for i, (it, tr) in enumerate(zip(items, traces)):
             for t in probe_steps:
-                X[t].append(tr.hidden_last[t - 1].astype(np.float32))
+                h = tr.hidden_last[t - 1] if position == -1 else tr.hidden_all[t - 1, position]
+                X[t].append(h.astype(np.float32))
             paths.append([CUPS.index(c) for c in it.extra["path"]])
             groups.append(i)
     groups = np.array(groups)
-    out: dict = {"steps": list(probe_steps), "k": [], "accuracy": [], "majority": []}
+    out: dict = {"steps": list(probe_steps), "k": [], "accuracy": [], "majority": [],
+                 "short": [], "short_accuracy": [], "short_majority": []}
     for k in range(max_k + 1):
         rows = np.array([len(p) > k for p in paths])
-        if rows.sum() < 50 or len(set(groups[rows])) < 5:
-            continue
         y = np.array([p[k] for p in paths if len(p) > k])
-        if len(set(y)) < 2:
+        if rows.sum() < 50 or len(set(groups[rows])) < 5 or len(set(y)) < 2:
             continue
         out["k"].append(k)
         out["majority"].append(round(float(np.bincount(y).max() / len(y)), 3))
-        accs = []
-        for t in probe_steps:
-            x = np.array(X[t])[rows]
-            clf = LogisticRegression(max_iter=300)
-            sc = cross_val_score(clf, x, y, groups=groups[rows], cv=GroupKFold(5))
-            accs.append(round(float(sc.mean()), 3))
-        out["accuracy"].append(accs)
+        out["accuracy"].append(_probe_scores(X, rows, y, groups, probe_steps))
+    for j in range(max_short + 1):
+        rows = np.array([len(p) > j for p in paths])
+        y = np.array([p[len(p) - 1 - j] for p in paths if len(p) > j])
+        out["short"].append(j)
+        out["short_majority"].append(round(float(np.bincount(y).max() / len(y)), 3))
+        out["short_accuracy"].append(_probe_scores(X, rows, y, groups, probe_steps))
     return out
 
 
@@ -193,7 +208,7 @@ def evaluate(bundle, splits: Dict[str, Sequence[BenchmarkItem]], seeds=SEEDS, st
     runs = {}
     for variant in ("base", "easy", "nca"):
         log(f"tracing test/{variant}")
-        runs[variant] = run(bundle, test, variant, seeds, steps)
+        runs[variant] = run(bundle, test, variant, seeds, steps, keep_all_states=probe and variant == "base")
         res[f"test_{variant}"] = summarize(test, runs[variant], steps)
     res["test_base_kinds"] = kinds_table(test, runs["base"])
     res["test_nca_kinds"] = kinds_table(test, runs["nca"])
@@ -218,6 +233,10 @@ def evaluate(bundle, splits: Dict[str, Sequence[BenchmarkItem]], seeds=SEEDS, st
     if probe:
         log("linear probe")
         res["linear_probe"] = linear_probe(test, runs["base"])
+        res["linear_probe_last_swap"] = linear_probe(test, runs["base"], position=-2)
+        for traces in runs["base"]:
+            for tr in traces:
+                tr.hidden_all = None
     return res
 
 
@@ -264,7 +283,7 @@ def render_targets(res: dict) -> str:
         ok6 = 0.40 <= hb["accuracy"] <= 0.90
         gain = (f"{100 * hb['accuracy_gain_points']:+.1f} points (95% CI {100 * hb['accuracy_gain_ci'][0]:+.1f} to "
                 f"{100 * hb['accuracy_gain_ci'][1]:+.1f})" if hb.get("accuracy_gain_ci") else "n/a")
-        lines.append(f"| 6a | hard split ({res.get('hard_swaps', '9-11')} swaps, longer than trained): base accuracy "
+        lines.append(f"| 6a | hard split ({res.get('hard_swaps', '12-15')} swaps, longer than trained): base accuracy "
                      f"in 40-90% | {_pct(hb['accuracy'])}; backtracked runs {_pct(hb['accuracy_backtracked_runs'])} vs "
                      f"others {_pct(hb['accuracy_other_runs'])}: {gain}; robust backtracks {_pct(hb['robust_backtrack_rate'])}"
                      f"; exploration {hb['exploration_restricted_mean']} steps (restricted mean, 95% CI "
@@ -296,12 +315,19 @@ def render_targets(res: dict) -> str:
                                               "wrong_final")]
         if any(row):
             out.append(f"| {kind} | " + " | ".join(_pct(v) for v in row) + " |")
-    lp = res.get("linear_probe")
-    if lp and lp["k"]:
-        out.append("\nLinear probe: accuracy of decoding the ball's cup after k swaps from the state at `?` after step "
-                   "t (logistic regression, 5-fold grouped by item; majority-class rate in brackets):\n")
-        out.append("| k (majority) | " + " | ".join(f"t={t}" for t in lp["steps"]) + " |")
+    for key, where in (("linear_probe", "the last position (`?`, where the answer is read)"),
+                       ("linear_probe_last_swap", "the last swap token (the end of the propagation front)")):
+        lp = res.get(key)
+        if not lp or not lp["k"]:
+            continue
+        out.append(f"\nLinear probe at {where}: accuracy (%) of decoding a cup of the ball's path from the state "
+                   "after step t (standardised, logistic regression, 5-fold grouped by item; majority-class rate in "
+                   "brackets):\n")
+        out.append("| cup (majority) | " + " | ".join(f"t={t}" for t in lp["steps"]) + " |")
         out.append("|---|" + "---|" * len(lp["steps"]))
         for kk, maj, accs in zip(lp["k"], lp["majority"], lp["accuracy"]):
-            out.append(f"| {kk} ({_pct(maj)}) | " + " | ".join(f"{100 * a:.0f}" for a in accs) + " |")
+            out.append(f"| after {kk} swaps ({_pct(maj)}) | " + " | ".join(f"{100 * a:.0f}" for a in accs) + " |")
+        for j, maj, accs in zip(lp["short"], lp["short_majority"], lp["short_accuracy"]):
+            name = "the answer" if j == 0 else f"{j} short of the end"
+            out.append(f"| {name} ({_pct(maj)}) | " + " | ".join(f"{100 * a:.0f}" for a in accs) + " |")
     return "\n".join(out) + "\n"
