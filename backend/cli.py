@@ -140,6 +140,8 @@ def _add_cups_targets(sub):
     p = sub.add_parser("cups-targets", help="measure a letter-readout cups model against the default-model targets "
                        "(tracer + metrics over several seeds, linear probe); writes targets.json and targets.md")
     p.add_argument("--model", default="cups-letters")
+    p.add_argument("--splits", default=None, help="the splits' name prefix in data/benchmarks (default: the model's "
+                   "name; e.g. cups-letters to measure cups-mini on them)")
     p.add_argument("--out", required=True, help="directory for targets.json and targets.md")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
@@ -151,7 +153,7 @@ def cmd_cups_targets(a) -> int:
     bundle = load_bundle(a.model)
     splits = {}
     for k in ("test", "probe", "hard"):
-        name = Path(bundle.name).name
+        name = a.splits or Path(bundle.name).name
         f = BENCHMARKS_DIR / f"{name}-{k}.jsonl"
         if not f.is_file():
             raise UsageError(f"{f} is missing: run `python -m backend make-splits {name}` first")
