@@ -8,10 +8,11 @@ import streamlit as st
 
 st.set_page_config(page_title="LoopLens", page_icon=":material/all_inclusive:", layout="wide")
 
+# First: pages.common imports everything heavy, once, while concurrent sessions wait (see its docstring).
+from pages import common  # noqa: E402,I001
 from backend.links import parse_query  # noqa: E402
 from backend.models.runtime import default_model, model_choices  # noqa: E402
 from backend.settings import MAX_STEPS, MIN_STEPS  # noqa: E402
-from pages import common  # noqa: E402
 
 # Page widgets whose values survive switching pages (Streamlit drops the state of widgets not drawn in a run).
 PERSISTENT = ("model_choice", "model_dir", "steps", "seed", "init", "source", "bench", "item", "variant", "perm",

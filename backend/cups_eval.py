@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from .cups import CUPS, KIND_EASY, KIND_LAST_SWAP, KIND_NEVER, KIND_STATE
 from .items import BenchmarkItem
-from .metrics import bootstrap_ci
+from .stats import bootstrap_ci
 from .trace import Trace, trace_items
 
 SEEDS = (0, 1, 2, 3, 4)

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -24,13 +23,31 @@ from .errors import UsageError
 
 from .settings import MAX_OPTIONS, MIN_OPTIONS  # noqa: E402,F401  (re-exported)
 VARIANTS = ("base", "easy", "nca")
+# Bounds checked before anything is built or tokenised: no model context holds a question this long, and a
+# benchmark line is one item (a few hundred characters); deeper JSON than this is not an item.
+MAX_TEXT_CHARS = 100_000
+MAX_LINE_CHARS = 1_000_000
+MAX_JSON_DEPTH = 32
 DOMAINS = ("factual", "definition", "logic", "arithmetic", "misleading")
 REQUIRED_FIELDS = ("id", "question", "answer", "distractors")
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse text that is too long or not valid Unicode (an unpaired surrogate such as ``"\\ud800"``)."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise UsageError(f"{what} is {len(text):,} characters long (at most {MAX_TEXT_CHARS:,})")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raise UsageError(f"{what} contains an unpaired surrogate ({ascii(bad)}), which is not valid text: "
+                         "fix the file's encoding") from None
 
 
 def _clean(text, what: str) -> str:
     if not isinstance(text, str):
         raise UsageError(f"{what} must be text, got {type(text).__name__}")
+    check_text(text, what)
     t = text.strip()
     if not t:
         raise UsageError(f"{what} is empty")
@@ -170,15 +187,22 @@ class BenchmarkItem:
         iid = d["id"]
         if not isinstance(iid, (str, int)) or isinstance(iid, bool) or not str(iid).strip():
             raise UsageError("field 'id' must be a non-empty string")
+        if isinstance(iid, int) and not -2**63 <= iid < 2**63:
+            raise UsageError("field 'id' is a number too large to be an id: use a string")
+        if isinstance(iid, str):
+            check_text(iid, "field 'id'")
         for key in ("distractors", "easy_distractors"):
             v = d.get(key, [])
-            if v is None:
+            if v is None and key == "easy_distractors":  # an item may have no easy variant
                 v = []
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise UsageError(f"field {key!r} must be a list of strings")
+                got = "null" if v is None else type(v).__name__
+                raise UsageError(f"field {key!r} must be a list of strings, got {got}")
         domain = d.get("domain")
         if domain is not None and not isinstance(domain, str):
             raise UsageError("field 'domain' must be a string")
+        if domain is not None:
+            check_text(domain, "field 'domain'")
         nca = d.get("nca_distractor")
         if nca is not None and not isinstance(nca, str):
             raise UsageError("field 'nca_distractor' must be a string")
@@ -230,18 +254,63 @@ class Benchmark:
         return sorted({it.domain for it in self.items if it.domain})
 
 
-def parse_benchmark_lines(lines: Iterable[str], source: Optional[str] = None) -> Benchmark:
-    """Parse JSONL text; every bad line is reported with its number and reason, good lines still load."""
+def split_lines(text: str) -> List[str]:
+    """The lines of JSONL text, split on newlines only (``str.splitlines`` would also split on U+2028, U+0085
+    and other characters that may stand raw inside a JSON string, shifting every later line number)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def _depth(obj) -> int:
+    """Nesting depth of parsed JSON (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, (dict, list)):
+            deepest = max(deepest, d)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return deepest
+
+
+def parse_json_line(line: str):
+    """One JSONL line -> (object, None) or (None, reason): size, nesting, numbers and text checked first."""
+    if len(line) > MAX_LINE_CHARS:
+        return None, f"the line is {len(line):,} characters long (at most {MAX_LINE_CHARS:,} for one item)"
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:
+        return None, f"JSON nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        return None, f"not valid JSON ({str(exc).split(':')[0]})"
+    if _depth(d) > MAX_JSON_DEPTH:
+        return None, f"JSON nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+    try:
+        json.dumps(d, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return None, "contains an unpaired surrogate (e.g. \\ud800), which is not valid text: fix the file's encoding"
+    return d, None
+
+
+def parse_benchmark_lines(lines: Union[str, Iterable[str]], source: Optional[str] = None) -> Benchmark:
+    """Parse JSONL text (a string, or its lines); every bad line is reported with its number and reason, good
+    lines still load."""
+    if isinstance(lines, str):
+        lines = split_lines(lines)
     items: List[BenchmarkItem] = []
     errors: List[LineError] = []
     seen: Dict[str, int] = {}
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append(LineError(n, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+        d, reason = parse_json_line(line)
+        if reason is not None:
+            errors.append(LineError(n, reason))
             continue
         try:
             item = BenchmarkItem.from_dict(d)
@@ -264,12 +333,12 @@ def read_benchmark_lines(path: Union[str, Path]) -> List[str]:
     if not p.is_file():
         raise UsageError(f"not a file: {p}")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is accepted, as the app's upload does
     except UnicodeDecodeError:
         raise UsageError(f"{p} is not UTF-8 text: a benchmark is a JSONL file") from None
     except OSError as exc:
         raise UsageError(f"cannot read {p}: {exc.strerror or exc}") from None
-    return text.splitlines()
+    return split_lines(text)
 
 
 def load_benchmark(path: Union[str, Path]) -> Benchmark:

@@ -6,7 +6,7 @@ positions in the order shown to the model; natural logarithms throughout.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -185,52 +185,3 @@ def analyze_trajectory(
         frontrunner=commitments[0].option if commitments else None,
         params={"kl_threshold": kl_threshold, "kl_window": kl_window, "run_length": run_length},
     )
-
-
-# ---------------------------------------------------------------------------------------------- aggregates
-def bootstrap_ci(
-    values,
-    stat=np.mean,
-    n_boot: int = 2000,
-    ci: float = 0.95,
-    seed: int = 0,
-    axis: int = 0,
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Statistic with a percentile bootstrap interval, resampling along ``axis``: (estimate, low, high)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.shape[axis] == 0:
-        raise UsageError("cannot bootstrap an empty sample")
-    est = stat(v, axis=axis)
-    rng = np.random.default_rng(seed)
-    m = v.shape[axis]
-    idx = rng.integers(0, m, size=(n_boot, m))
-    boots = np.stack([stat(np.take(v, i, axis=axis), axis=axis) for i in idx])
-    alpha = (1 - ci) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
-    return np.asarray(est), lo, hi
-
-
-def similarity_ranks(similarities: Sequence[float]) -> List[int]:
-    """Rank 1 = most similar; ties go to the lower index."""
-    s = np.asarray(similarities, dtype=np.float64)
-    order = sorted(range(len(s)), key=lambda i: (-s[i], i))
-    ranks = [0] * len(s)
-    for r, i in enumerate(order, start=1):
-        ranks[i] = r
-    return ranks
-
-
-def abandoned_similarity_ranks(metrics: TrajectoryMetrics, option_ranks: Mapping[int, int]) -> List[int]:
-    """Similarity ranks of the abandoned answers, for those that have a rank (distractors).
-
-    ``option_ranks`` maps a shown option index to its rank among the distractors (1 = most stem-similar).
-    """
-    return [int(option_ranks[a]) for a in metrics.abandoned if a in option_ranks]
-
-
-def rank_shares(ranks: Sequence[int], n_ranks: int) -> np.ndarray:
-    """Share of each rank 1..n_ranks among ``ranks`` (chance is 1/n_ranks each)."""
-    r = np.asarray(ranks, dtype=int)
-    if r.size == 0:
-        return np.full(n_ranks, np.nan)
-    return np.array([(r == k).mean() for k in range(1, n_ranks + 1)])

@@ -12,6 +12,8 @@ import time
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_limits
 
 from .errors import UsageError
 
@@ -21,14 +23,7 @@ _fit_lock = threading.Lock()
 
 
 def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=1)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        import contextlib
-
-        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
 
 
 def _stack(paths: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[int]]:
@@ -51,8 +46,6 @@ def _split(xy: np.ndarray, lengths: List[int]) -> List[np.ndarray]:
 
 def pca_paths(paths: Sequence[np.ndarray]) -> Tuple[List[np.ndarray], np.ndarray]:
     """PCA to 2-D fitted on all paths together: (list of [steps, 2], explained variance ratio [2])."""
-    from sklearn.decomposition import PCA
-
     X, lengths = _stack(paths)
     if len(X) < 2:
         raise UsageError("PCA needs at least 2 states")

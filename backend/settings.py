@@ -39,3 +39,11 @@ RUN_LENGTH = 3        # an argmax run this long is a commitment
 DEFAULT_SEED = 0
 DEFAULT_N_SEEDS = 5         # seeds of the app's robustness panel
 DEFAULT_PERMUTATIONS = 25   # answer orders per (item, variant)
+
+# --- exit rules and interventions (backend/stopping.py, backend/interventions.py) ------------------------------
+STOP_KL_THRESHOLDS = (5e-4, 1e-3)        # Huginn's own adaptive-exit settings (KL between consecutive readouts)
+STOP_ENTROPY_THRESHOLDS = (1e-3, 1e-2)   # |H_t - H_(t-1)| below this
+STOP_ARGMAX_RUNS = (3, 5)                # the same argmax for this many consecutive steps
+STOP_LATENT_THRESHOLDS = (1e-3, 1e-2)    # relative latent change ||s_t - s_(t-1)|| / ||s_t|| below this
+STOP_EXIT_QUANTILES = (0.5, 0.9)         # exit gate: cumulative exit probability passes q (families with a gate)
+NOISE_SIGMA = 0.5                        # default noise scale of interventions (relative to the state's norm)

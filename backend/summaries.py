@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LoopLensError
-from .metrics import bootstrap_ci
+from .stats import bootstrap_ci
 from .settings import LETTERS
 from .similarity import default_similarity_path, distractor_rank, load_similarity
 from .trace import Trace, TraceSet

@@ -24,8 +24,9 @@ import torch
 
 from .errors import LoopLensError, PromptTooLongError, UsageError
 from .items import Item
-from .metrics import TrajectoryMetrics, analyze_trajectory, bootstrap_ci, entropy
+from .metrics import TrajectoryMetrics, analyze_trajectory, entropy
 from .models import LoadedModel, PromptTemplate, resolve_option_tokens
+from .stats import bootstrap_ci
 
 from .settings import DEFAULT_STEPS, MAX_STEPS, MIN_STEPS  # noqa: F401  (re-exported)
 TOP_K = 10

@@ -20,7 +20,6 @@ file, 1 if it has problems, 2 if it cannot be read.
 """
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO, Tuple, Union
 
 from .errors import LoopLensError, UsageError
-from .items import DOMAINS, VARIANTS, BenchmarkItem, parse_benchmark_lines, read_benchmark_lines
+from .items import DOMAINS, VARIANTS, BenchmarkItem, parse_benchmark_lines, parse_json_line, read_benchmark_lines
 
 MAX_OPTION_CHARS = 60
 MAX_QUESTION_CHARS = 300
@@ -55,11 +54,7 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _raw_id(line: str) -> Optional[str]:
-    try:
-        d = json.loads(line)
-    except (json.JSONDecodeError, ValueError):
-        return None
+def _raw_id(d) -> Optional[str]:
     if isinstance(d, dict) and isinstance(d.get("id"), (str, int)) and not isinstance(d.get("id"), bool):
         return str(d["id"]).strip() or None
     return None
@@ -170,12 +165,8 @@ def validate_lines(lines: Sequence[str], strict: bool = False) -> Tuple[List[Pro
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        iid = _raw_id(line)
-        raw = None
-        try:
-            raw = json.loads(line)
-        except (json.JSONDecodeError, ValueError):
-            pass
+        raw, _ = parse_json_line(line)
+        iid = _raw_id(raw)
         found: List[str] = []
         # ids and questions are compared over every line that has them, even lines with other problems
         if iid is not None:
@@ -238,4 +229,3 @@ def main(path: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr, strict: 
     counts = ", ".join(f"{d} {n}" for d, n in domain_counts(items).items())
     print(f"OK: {len(items)} items ({counts})", file=out)
     return 0
-

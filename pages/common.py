@@ -3,6 +3,12 @@ sessions), error display.  Not a page itself (app.py lists the pages).
 
 UI only: what is not Streamlit lives in backend/ (questions in backend.uploads, links in backend.links, runs in
 backend.trace, summaries in backend.summaries, figures and their export in backend.plots).
+
+Start-up: app.py imports this module before anything else, and it imports everything heavy the pages use
+(torch, pandas, pyarrow, scikit-learn, transformers' tokenizer, every backend module a page calls) and builds
+one throwaway figure so that Plotly's lazily loaded parts are loaded too.  Python's import lock makes every
+other session wait until this module is complete, so sessions that open at once on a fresh server never import
+a large package concurrently (which raced: "partially initialized module 'pandas'").
 """
 from __future__ import annotations
 
@@ -13,9 +19,12 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Hashable, List, Optional
 
+import plotly.graph_objects as go
+import plotly.io
 import streamlit as st
+from plotly.subplots import make_subplots
 
-from backend import summaries
+from backend import learn, plots, projection, report, report_source, summaries, uploads  # noqa: F401 (preload)
 from backend.errors import LoopLensError, friendly_error
 from backend.items import load_benchmark as read_benchmark
 from backend.models import load_bundle, resolve_model_path
@@ -23,6 +32,26 @@ from backend.models import runtime
 from backend.projection import start_umap_warmup
 from backend.settings import BENCHMARKS_DIR, DEFAULT_SEED, DEFAULT_STEPS
 from backend.trace import TraceRequest, TraceSet
+
+
+
+def _load_plotly_parts() -> None:
+    """Build and serialise one figure with every kind of trace and layout part the pages draw."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["a", "b"])
+    fig.add_trace(go.Scatter(x=[1, 2], y=[1, 2], mode="lines+markers", fill="toself", line=dict(dash="dot"),
+                             marker=dict(color=[1, 2], colorscale="Viridis", colorbar=dict(title="step"))), row=1, col=1)
+    fig.add_trace(go.Bar(x=["a"], y=[1], error_y=dict(type="data", array=[0.1])), row=1, col=2)
+    fig.add_trace(go.Heatmap(z=[[1.0]], colorscale="Magma_r"), row=1, col=1)
+    fig.add_trace(go.Box(y=[1.0, 2.0], boxmean=True), row=1, col=2)
+    fig.update_layout(shapes=[dict(type="rect", x0=0, x1=1, y0=0, y1=1)], annotations=[dict(text="a", x=1, y=1)],
+                      updatemenus=[dict(type="buttons", buttons=[dict(label="play", method="animate", args=[None])])],
+                      sliders=[dict(steps=[dict(label="1", method="animate", args=[["1"]])])])
+    fig.update_yaxes(type="log")
+    fig.frames = [go.Frame(name="1", data=[go.Scatter(x=[1], y=[1])])]
+    plotly.io.to_json(fig)
+
+
+_load_plotly_parts()
 
 LOCAL_DIR = "Local directory…"
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}

@@ -15,7 +15,7 @@ from backend.models.runtime import keeps_all_states, token_strings
 from backend.projection import pca_paths, umap_paths, umap_status
 from backend.settings import DEFAULT_N_SEEDS
 from backend.trace import TraceRequest, convergence_map
-from pages import common
+from pages import common, intervene_panel
 
 common.ensure_navigation()
 
@@ -196,6 +196,7 @@ figs = {name: common.cached_figure(key, name, lambda f=f: f(tr)) for name, f in 
     ("entropy", plots.entropy_figure))}
 c1, c2 = st.columns(2)
 with c1:
+    figs["belief"] = intervene_panel.belief_with_stop_toggle(tr, figs["belief"], key)
     common.plot(figs["belief"], key="fig_belief")
 with c2:
     common.plot(figs["mass"], key="fig_mass")
@@ -204,6 +205,8 @@ with c1:
     common.plot(figs["kl"], key="fig_kl")
 with c2:
     common.plot(figs["entropy"], key="fig_entropy")
+intervene_panel.dynamics_panel(tr, key)
+intervene_panel.intervene_panel(entry, tr, item, bench_item, settings, model_template)
 
 
 # ---------------------------------------------------------------------------------------------- step slider

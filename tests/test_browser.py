@@ -2,6 +2,7 @@
 check the number of plotted traces, and save screenshots to tests/artifacts/ (git-ignored)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -28,12 +29,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_dir):
+@contextlib.contextmanager
+def streamlit_server(model_dir, log_name: str = "server.log"):
+    """A fresh ``streamlit run app.py`` on a free port, healthy; yields its URL and stops it afterwards."""
     port = _free_port()
-    env = {**os.environ, "LOOPLENS_DEFAULT_MODEL": os.environ.get("LOOPLENS_BROWSER_MODEL", str(tiny_dir)),
+    env = {**os.environ, "LOOPLENS_DEFAULT_MODEL": os.environ.get("LOOPLENS_BROWSER_MODEL", str(model_dir)),
            "LOOPLENS_TORCH_THREADS": "1"}
-    log = open(ARTIFACTS.mkdir(parents=True, exist_ok=True) or ARTIFACTS / "server.log", "w")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = open(ARTIFACTS / log_name, "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",
                              "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=log, stderr=log)
@@ -56,6 +59,12 @@ def server(tiny_dir):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    with streamlit_server(tiny_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -120,4 +129,33 @@ def test_explore_and_compare_in_a_real_browser(server, browser):
     assert page.get_by_text("no correct option").count() >= 1 or page.get_by_text("No correct").count() >= 1
     assert page.get_by_text("Page not found").count() == 0
     page.screenshot(path=str(ARTIFACTS / "explore-link.png"), full_page=True)
+    assert not errors, errors
+
+
+def test_concurrent_sessions_on_a_fresh_server_all_get_their_charts(tiny_dir, browser):
+    """8 sessions open Explore at the same moment on a server that has run no page yet (cold imports)."""
+    n = 8
+    with streamlit_server(tiny_dir, "server-cold.log") as url:
+        contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(n)]
+        pages = [c.new_page() for c in contexts]
+        errors = []
+        for p in pages:
+            p.on("pageerror", lambda e: errors.append(str(e)))
+        for p in pages:  # start every session before waiting for any
+            p.goto(url + "/", wait_until="commit")
+        failed = []
+        for i, p in enumerate(pages):
+            try:
+                p.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=240_000)
+                p.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 4",
+                                    timeout=240_000)
+            except Exception as exc:  # noqa: BLE001 - reported below with the page's own error text
+                failed.append(f"session {i}: {type(exc).__name__}")
+            boxes = p.locator("[data-testid='stException'], [data-testid='stAlertContentError']")
+            if boxes.count():
+                failed.append(f"session {i}: {boxes.first.inner_text()[:300]}")
+                p.screenshot(path=str(ARTIFACTS / f"cold-session-{i}.png"))
+        for c in contexts:
+            c.close()
+    assert not failed, failed
     assert not errors, errors

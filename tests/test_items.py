@@ -6,7 +6,8 @@ import json
 import pytest
 
 from backend.errors import UsageError
-from backend.items import BenchmarkItem, Item, load_benchmark, parse_benchmark_lines, permutation_order
+from backend.items import (MAX_LINE_CHARS, MAX_TEXT_CHARS, BenchmarkItem, Item, load_benchmark,
+                           parse_benchmark_lines, permutation_order)
 
 LINE = {"id": "fact-001", "domain": "factual", "question": "What is the capital of Australia?",
         "answer": "Canberra", "distractors": ["Sydney", "Melbourne", "Perth"],
@@ -92,3 +93,53 @@ def test_benchmark_loading_reports_bad_lines_and_keeps_good_ones(tmp_path):
 def test_missing_benchmark_file(tmp_path):
     with pytest.raises(UsageError, match="not found"):
         load_benchmark(tmp_path / "none.jsonl")
+
+
+# ---------------------------------------------------------------------------------------------- hostile lines (issue 14)
+def _line(**over):
+    d = dict(LINE)
+    d.update(over)
+    return d
+
+
+@pytest.mark.parametrize("text,reason", [
+    ('{"id": "x", "a": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+    ('{"id": "x", "a": ' + "[" * 40 + "]" * 40 + "}", "nested too deeply"),
+    ('{"id": ' + "9" * 5000 + ', "question": "Q?"}', "not valid JSON"),
+    ('{"id": ' + "9" * 40 + ', "question": "Q?", "answer": "a", "distractors": ["b"]}', "too large to be an id"),
+    (json.dumps(_line(distractors=None)), "'distractors' must be a list of strings, got null"),
+    (json.dumps(_line(question="Capital \ud800 of Australia?")), "unpaired surrogate"),
+    (json.dumps(_line(domain="\udfff")), "unpaired surrogate"),
+])
+def test_hostile_benchmark_lines_are_reported_not_raised(text, reason):
+    b = parse_benchmark_lines([text, json.dumps(dict(LINE, id="ok"))])
+    assert [it.id for it in b.items] == ["ok"]
+    assert len(b.errors) == 1 and b.errors[0].line == 1 and reason in b.errors[0].reason, b.errors
+
+
+def test_raw_line_separators_inside_strings_do_not_split_lines(tmp_path):
+    q1 = dict(LINE, id="a", question="What is\u2028 the capital\u0085 of Australia?")
+    q2 = dict(LINE, id="b", question="What is the capital of Canada?", answer="Ottawa",
+              distractors=["Toronto", "Montreal", "Vancouver"], nca_distractor="Calgary")
+    f = tmp_path / "b.jsonl"
+    f.write_text(json.dumps(q1, ensure_ascii=False) + "\n" + "{bad\r\n" + json.dumps(q2, ensure_ascii=False) + "\n",
+                 encoding="utf-8")
+    b = load_benchmark(f)
+    assert [it.id for it in b.items] == ["a", "b"]
+    assert [e.line for e in b.errors] == [2]  # line numbers as an editor shows them
+    assert "\u2028" in b.get("a").question
+
+
+def test_a_file_with_a_byte_order_mark_loads(tmp_path):
+    f = tmp_path / "bom.jsonl"
+    f.write_bytes(b"\xef\xbb\xbf" + (json.dumps(LINE) + "\n").encode())
+    b = load_benchmark(f)
+    assert b.errors == [] and b.get("fact-001").answer == LINE["answer"]
+    assert parse_benchmark_lines(f.read_bytes().decode("utf-8-sig")).items[0].id == "fact-001"
+
+
+def test_text_length_is_checked_before_anything_is_built():
+    with pytest.raises(UsageError, match="characters long"):
+        Item("x" * (MAX_TEXT_CHARS + 1), ("a", "b"))
+    b = parse_benchmark_lines([json.dumps(_line(question="q" * (MAX_LINE_CHARS + 1)))])
+    assert "characters long" in b.errors[0].reason

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from backend.errors import UsageError
-from backend.metrics import (Run, abandoned_similarity_ranks, analyze_trajectory, bootstrap_ci, entropy,
-                             exploration_end, rank_shares, similarity_ranks, step_kl)
+from backend.metrics import Run, analyze_trajectory, entropy, exploration_end, step_kl
 
 
 def onehotish(seq, n=4, peak=0.7):
@@ -146,22 +145,3 @@ def test_summary_is_json_friendly():
     m = analyze_trajectory(onehotish([0, 3, 3, 3, 1, 2, 2, 2, 2]), correct=2)
     s = json.loads(json.dumps(m.summary()))
     assert s["backtracked"] is True and s["abandoned"] == [3] and s["commitments"][0] == {"option": 3, "start": 2, "end": 4}
-
-
-def test_bootstrap_interval_contains_mean_and_shrinks_with_n():
-    rng = np.random.default_rng(1)
-    small = rng.normal(0, 1, 20)
-    big = rng.normal(0, 1, 2000)
-    e1, lo1, hi1 = bootstrap_ci(small)
-    e2, lo2, hi2 = bootstrap_ci(big)
-    assert lo1 <= e1 <= hi1 and lo2 <= e2 <= hi2
-    assert (hi2 - lo2) < (hi1 - lo1)
-    assert bootstrap_ci(small, seed=3)[1] == bootstrap_ci(small, seed=3)[1]
-
-
-def test_similarity_ranks_and_abandoned_rank():
-    assert similarity_ranks([0.2, 0.9, 0.5]) == [3, 1, 2]
-    assert similarity_ranks([0.5, 0.5, 0.1]) == [1, 2, 3]  # tie -> lower index first
-    m = analyze_trajectory(onehotish([1, 1, 1, 3, 3, 3, 0, 0, 0]), correct=0)
-    assert abandoned_similarity_ranks(m, {1: 1, 2: 3, 3: 2}) == [1, 2]
-    np.testing.assert_allclose(rank_shares([1, 1, 2, 3], 3), [0.5, 0.25, 0.25])

@@ -170,3 +170,42 @@ def test_missing_package_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sim.PACKAGED_MODELS, "pkg-that-is-absent", ("no_such_module_looplens", "pip install x-y"))
     with pytest.raises(LoopLensError, match="pip install x-y"):
         sim.load_embedder("pkg-that-is-absent")
+
+
+# ---------------------------------------------------------------------------------------------- no code from a model dir
+def test_a_model_directory_naming_its_own_code_is_refused(tmp_path):
+    d = tmp_path / "evil-model"
+    d.mkdir()
+    marker = tmp_path / "ran"
+    (d / "evil_module.py").write_text(f"open({str(marker)!r}, 'w').write('code ran')\nclass Evil: pass\n")
+    (d / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "evil_module.Evil"}]))
+    with pytest.raises(LoopLensError, match="evil_module.Evil.*never runs code"):
+        sim.load_embedder(str(d))
+    assert not marker.exists()
+
+
+def test_the_embedder_is_loaded_without_remote_code(tmp_path, monkeypatch):
+    import sentence_transformers
+
+    seen = {}
+
+    class Fake:
+        def __init__(self, path, **kw):
+            seen.update(kw)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", Fake)
+    d = tmp_path / "plain-model"
+    d.mkdir()
+    sim.load_embedder(str(d))
+    assert seen["trust_remote_code"] is False and seen["local_files_only"] is True
+    assert seen["model_kwargs"]["trust_remote_code"] is False
+
+
+def test_requirements_pin_a_sentence_transformers_that_refuses_code():
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    req = next(Requirement(line.split("#")[0]) for line in
+               (Path(__file__).resolve().parents[1] / "requirements.txt").read_text().splitlines()
+               if line.startswith("sentence-transformers"))
+    assert not req.specifier.contains(Version("5.1.2")) and req.specifier.contains(Version("6.2.0"))

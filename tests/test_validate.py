@@ -240,3 +240,33 @@ def test_main_unreadable_returns_2(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00garbage")
     rc, _, err = run_main(binary)
     assert rc == 2 and "UTF-8" in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------ hostile lines (issue 14)
+def test_validator_refuses_a_lone_surrogate(tmp_path):
+    p = write(tmp_path, [good(1, question="What is \ud800 number 1?"), good(2)])
+    probs = validate_file(p)
+    assert [pr.line for pr in probs] == [1] and "unpaired surrogate" in probs[0].message
+    rc, out, _ = run_main(p)
+    assert rc == 1 and "line 1" in out
+
+
+@pytest.mark.parametrize("line,reason", [
+    ('{"id": "t-009", "x": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+    ('{"id": ' + "7" * 5000 + "}", "not valid JSON"),
+    (json.dumps(good(9, distractors=None)), "'distractors' must be a list of strings"),
+])
+def test_validator_reports_hostile_lines(tmp_path, line, reason):
+    p = write(tmp_path, [good(1), line])
+    probs = validate_file(p)
+    assert [pr.line for pr in probs] == [2] and reason in probs[0].message
+    assert run_main(p)[0] == 1
+
+
+def test_validator_accepts_bom_and_keeps_line_numbers_with_raw_separators(tmp_path):
+    p = tmp_path / "b.jsonl"
+    rows = [json.dumps(good(1, question="What is\u2028 test question 1?"), ensure_ascii=False), "{oops",
+            json.dumps(good(3))]
+    p.write_bytes(b"\xef\xbb\xbf" + ("\n".join(rows) + "\n").encode("utf-8"))
+    probs = validate_file(p)
+    assert [pr.line for pr in probs] == [2]

@@ -13,12 +13,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 
@@ -35,7 +36,7 @@ __all__ = [
     "LoopedConfig", "LoopedModel", "StepOutput", "HuginnConfig", "HuginnModel", "LoadedModel", "OptionTokens", "PromptTemplate", "HUGINN_CHAT", "PLAIN",
     "BUILTIN_TEMPLATES", "LETTERS", "load_model", "load_bundle", "load_tokenizer", "resolve_model_path",
     "shipped_models", "default_model_name", "save_checkpoint", "parse_config", "resolve_option_tokens",
-    "template_for", "parse_dtype",
+    "template_for", "parse_dtype", "describe", "special_tokens_from_files",
 ]
 
 
@@ -123,8 +124,47 @@ def load_model(path, device="cpu", dtype=torch.float32) -> LoopedModel:
     return load_checkpoint(resolve_model_path(path), device=device, dtype=dtype)
 
 
+SPECIAL_ROLES = ("bos", "eos", "pad", "unk")
+
+
+def _read_json(f: Path):
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def special_tokens_from_files(path) -> Dict[str, str]:
+    """bos/eos/pad/unk token *texts* named by the tokenizer files (``tokenizer_config.json``, then
+    ``special_tokens_map.json``, then a leading special token in ``tokenizer.json``'s post-processor for bos).
+    Never from config.json's ids: retrofit configs carry Huginn's ids, which are ordinary Llama words."""
+    path = Path(path)
+    found: Dict[str, str] = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        d = _read_json(path / name)
+        if not isinstance(d, dict):
+            continue
+        for role in SPECIAL_ROLES:
+            v = d.get(f"{role}_token")
+            v = v.get("content") if isinstance(v, dict) else v
+            if isinstance(v, str) and v and role not in found:
+                found[role] = v
+    if "bos" not in found:
+        tj = _read_json(path / "tokenizer.json")
+        pp = tj.get("post_processor") if isinstance(tj, dict) else None
+        procs = (pp.get("processors") or [pp]) if isinstance(pp, dict) else []
+        for proc in procs:
+            single = proc.get("single") if isinstance(proc, dict) and proc.get("type") == "TemplateProcessing" else None
+            first = single[0] if isinstance(single, list) and single else None
+            if isinstance(first, dict) and isinstance(first.get("SpecialToken"), dict):
+                found["bos"] = first["SpecialToken"].get("id")
+                break
+    return {k: v for k, v in found.items() if isinstance(v, str)}
+
+
 def load_tokenizer(path):
-    """The checkpoint's ``tokenizer.json`` through transformers' fast tokenizer (no remote code)."""
+    """The checkpoint's ``tokenizer.json`` through transformers' fast tokenizer (no remote code), with its
+    special tokens taken from the tokenizer files (see :func:`special_tokens_from_files`)."""
     path = Path(path)
     tok_file = path / "tokenizer.json"
     if not tok_file.is_file():
@@ -134,9 +174,14 @@ def load_tokenizer(path):
     from transformers import PreTrainedTokenizerFast
 
     try:
-        return PreTrainedTokenizerFast(tokenizer_file=str(tok_file))
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(tok_file))
     except Exception as exc:
         raise ModelFormatError(f"{tok_file} could not be loaded as a tokenizer: {exc}") from None
+    vocab = tok.get_vocab()
+    for role, text in special_tokens_from_files(path).items():
+        if text in vocab:
+            setattr(tok, f"{role}_token", text)
+    return tok
 
 
 @dataclass
@@ -158,12 +203,41 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
+    @property
+    def family(self) -> str:
+        return self.model.config.family
+
+    @property
+    def default_steps(self) -> int:
+        """The family's trained/default depth (mean_recurrence, total_ut_steps)."""
+        return self.model.config.default_steps
+
 
 def load_bundle(name_or_path, device="cpu", dtype=torch.float32) -> LoadedModel:
     path = resolve_model_path(name_or_path)
     model = load_model(path, device=device, dtype=dtype)
     tokenizer = load_tokenizer(path)
-    template = template_for(path, tokenizer)
+    template = template_for(path, tokenizer, model.config.family)
     name = path.name if path.parent.resolve() == MODELS_DIR.resolve() else str(path)
     return LoadedModel(model=model, tokenizer=tokenizer, template=template, name=name, path=path,
                        checkpoint_hash=checkpoint_hash(path))
+
+
+DEPTH_KEYS = {"huginn": "mean_recurrence", "retrofit": "mean_recurrence", "parcae": "mean_recurrence",
+              "ouro": "total_ut_steps"}
+
+
+def describe(bundle: LoadedModel) -> dict:
+    """What the sidebar shows about a loaded model: family, size, trained depth and a one-line summary."""
+    cfg = bundle.model.config
+    n = bundle.model.num_parameters()
+    size = f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
+    depth = cfg.default_steps
+    has_gate = cfg.family == "ouro"
+    summary = f"{cfg.family_title} · {size} parameters · trained depth {depth} steps"
+    return {
+        "family": cfg.family, "family_title": cfg.family_title, "parameters": int(n), "parameters_text": size,
+        "trained_depth": int(depth), "depth_key": DEPTH_KEYS.get(cfg.family, ""), "exit_gate": has_gate,
+        "random_initial_state": cfg.family != "ouro", "dtype": str(bundle.dtype).replace("torch.", ""),
+        "context": int(cfg.block_size), "summary": summary,
+    }

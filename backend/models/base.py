@@ -118,7 +118,9 @@ class LoopedConfig:
     family_title: ClassVar[str] = ""
 
     @classmethod
-    def from_config_dict(cls, raw: dict, where: str = "config.json") -> "LoopedConfig":
+    def from_config_dict(cls, raw: dict, where: str = "config.json", tensor_names=None) -> "LoopedConfig":
+        """Validate the release's config dict (refusing, with the key named, what is not implemented); the
+        checkpoint's tensor names, when known, settle variants the config does not name."""
         raise NotImplementedError
 
     def to_config_dict(self) -> dict:
@@ -191,6 +193,7 @@ class LoopedModel(nn.Module, ABC):
 
     # ------------------------------------------------------------------ checkpoint hooks
     OPTIONAL_TENSORS: ClassVar[Tuple[str, ...]] = ()  # stored by the release but not used (recomputed)
+    EMBED_KEY: ClassVar[str] = "transformer.wte.weight"  # what a tied lm_head.weight is a copy of
 
     def tie_weights(self) -> None:
         """Point a tied head at the embedding again (after loading by name)."""

@@ -22,6 +22,9 @@ from safetensors.torch import save_file
 from ..errors import ModelFormatError
 from .base import LoopedConfig, LoopedModel
 from .huginn import HuginnConfig, HuginnModel
+from .ouro import OuroConfig, OuroModel
+from .parcae import ParcaeConfig, ParcaeModel
+from .retrofit import RetrofitConfig, RetrofitModel
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -32,6 +35,9 @@ LOADABLE_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 # family name -> (config class, model class)
 FAMILIES: Dict[str, Tuple[Type[LoopedConfig], Type[LoopedModel]]] = {
     "huginn": (HuginnConfig, HuginnModel),
+    "retrofit": (RetrofitConfig, RetrofitModel),
+    "ouro": (OuroConfig, OuroModel),
+    "parcae": (ParcaeConfig, ParcaeModel),
 }
 
 Header = Dict[str, Tuple[Tuple[int, ...], str]]  # tensor name -> (shape, safetensors dtype)
@@ -92,9 +98,7 @@ def detect_family(raw: dict, where: str = CONFIG_FILE, tensor_names=None) -> str
 def parse_config(raw: dict, where: str = CONFIG_FILE, tensor_names=None) -> LoopedConfig:
     """Validate a config dict and return its family's config; refuse anything not implemented (naming the key)."""
     family = detect_family(raw, where, tensor_names)
-    if family not in FAMILIES:
-        raise ModelFormatError(f"{where}: the {family} format is recognised but not implemented yet")
-    return FAMILIES[family][0].from_config_dict(raw, where)
+    return FAMILIES[family][0].from_config_dict(raw, where, tensor_names)
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -227,20 +231,58 @@ def load_checkpoint(path, device="cpu", dtype=torch.float32) -> LoopedModel:
     for name in expected:
         by_file.setdefault(files[name], []).append(name)
     for f, names in by_file.items():
-        try:
-            with safe_open(str(f), framework="pt", device="cpu") as fh:
-                for name in names:
-                    state[name] = fh.get_tensor(name).to(device=device, dtype=dtype)
-        except Exception as exc:
-            raise ModelFormatError(f"could not read {f.name}: {exc}") from None
+        state.update(read_tensors(f, names, dtype=dtype, device=device))
     for name, t in state.items():
-        if not torch.isfinite(t).all():
+        if not all_finite(t):
             raise ModelFormatError(f"{path}: tensor {name} contains NaN or infinite values")
     if tied:
-        state["lm_head.weight"] = state["transformer.wte.weight"]
+        state["lm_head.weight"] = state[model.EMBED_KEY]
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
     return model.eval()
+
+
+def all_finite(t: torch.Tensor, chunk: int = 2**22) -> bool:
+    """``isfinite(t).all()`` in slices, so that checking a 1 GB embedding needs no 1 GB temporary."""
+    flat = t.reshape(-1)
+    return all(bool(torch.isfinite(part).all()) for part in flat.split(chunk))
+
+
+TORCH_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def read_tensors(f: Path, names, dtype=torch.float32, device="cpu") -> Dict[str, torch.Tensor]:
+    """Read the named tensors of one safetensors file (already checked by :func:`read_header`), one at a time,
+    straight into CPU memory and cast to ``dtype``.
+
+    Plain reads, not a memory map: a memory-mapped file keeps every page it touched resident (and counted in
+    the process's RSS) until it is closed, next to the converted copy.  Read this way, a tensor already in
+    ``dtype`` is read into its final buffer, and a converted one lives in its source dtype only until cast, so
+    the peak is the model plus one tensor."""
+    out: Dict[str, torch.Tensor] = {}
+    try:
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+            base = 8 + n
+            for name in names:
+                entry = header[name]
+                begin, end = entry["data_offsets"]
+                buf = torch.empty(entry["shape"], dtype=TORCH_DTYPES[entry["dtype"]])
+                raw = buf.reshape(-1).view(torch.uint8).numpy()
+                if raw.nbytes != end - begin:
+                    raise ValueError(f"tensor {name}: {end - begin} bytes stored for {raw.nbytes} expected")
+                fh.seek(base + begin)
+                view, got = memoryview(raw), 0
+                while got < raw.nbytes:
+                    k = fh.readinto(view[got:])
+                    if not k:
+                        raise ValueError(f"tensor {name}: the file ends early")
+                    got += k
+                out[name] = buf.to(device=device, dtype=dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelFormatError(f"could not read {f.name}: {exc}") from None
+    return out
 
 
 def checkpoint_state_dict(model: LoopedModel, dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:

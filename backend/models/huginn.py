@@ -66,7 +66,7 @@ class HuginnConfig(LoopedConfig):
                    "mlp_class_name": "GatedMLP", "injection_type": "linear", "nonlin_name": "SiLU"}
 
     @classmethod
-    def from_config_dict(cls, raw: dict, where: str = "config.json") -> "HuginnConfig":
+    def from_config_dict(cls, raw: dict, where: str = "config.json", tensor_names=None) -> "HuginnConfig":
         c = ConfigReader(raw, where)
         for key, want in cls.IMPLEMENTED.items():
             c.expect(key, want, default=want)

@@ -14,11 +14,12 @@ A template is a small JSON object, shown and editable in the UI:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from ..errors import LoopLensError, UsageError
+from .checkpoint import detect_family, read_config
 
 from ..settings import LETTERS  # noqa: E402
 TEMPLATE_FILE = "prompt_template.json"
@@ -81,39 +82,58 @@ class PromptTemplate:
             raise UsageError(f"prompt template is not valid JSON: {exc}") from None
 
 
-HUGINN_CHAT = PromptTemplate(
-    name="huginn-chat",
-    prompt=(
-        "<|begin_text|><|begin_header|>user<|end_header|>\n\n"
-        "{question}\n\n{options}\n\nAnswer with the letter of the correct option."
-        "<|end_turn|><|begin_header|>Huginn<|end_header|>\n\nThe correct answer is"
-    ),
-    option_format="{letter}) {option}",
-    readout="letter",
-    notes="Huginn-0125 chat format; the assistant turn is pre-filled with an answer lead-in.",
-)
+TEMPLATES_DIR = Path(__file__).parent / "templates"  # shipped templates, one JSON file each (README there)
+BOS_FIELD = "{bos}"
 
-PLAIN = PromptTemplate(
-    name="plain",
-    prompt="Question: {question}\n{options}\nAnswer:",
-    readout="letter",
-    notes="Plain completion format for base models without a chat template.",
-)
 
+def shipped_template(name: str) -> PromptTemplate:
+    """A template shipped in ``templates/`` by file stem (e.g. ``"ouro"``)."""
+    return PromptTemplate.from_file(TEMPLATES_DIR / f"{name}.json")
+
+
+HUGINN_CHAT = shipped_template("huginn-chat")
+PLAIN = shipped_template("plain")
 BUILTIN_TEMPLATES = {t.name: t for t in (HUGINN_CHAT, PLAIN)}
 
 
-def template_for(model_dir: Path, tokenizer=None) -> PromptTemplate:
-    """The model's own template (``prompt_template.json``), else Huginn chat if its special tokens exist."""
-    f = Path(model_dir) / TEMPLATE_FILE
-    if f.is_file():
-        try:
-            return PromptTemplate.from_dict(json.loads(f.read_text()))
-        except (json.JSONDecodeError, UsageError) as exc:
-            raise LoopLensError(f"{f}: invalid prompt template: {exc}") from None
-    if tokenizer is not None and "<|begin_header|>" in tokenizer.get_vocab():
+def with_bos(template: PromptTemplate, bos: Optional[str]) -> PromptTemplate:
+    """The template with ``{bos}`` replaced by the tokenizer's beginning-of-text token (or nothing)."""
+    if BOS_FIELD not in template.prompt:
+        return template
+    return replace(template, prompt=template.prompt.replace(BOS_FIELD, bos or ""))
+
+
+def family_template(family: Optional[str], tokenizer=None) -> PromptTemplate:
+    """The shipped default template of a family, with the tokenizer's own BOS filled in."""
+    vocab = tokenizer.get_vocab() if tokenizer is not None else {}
+    bos = getattr(tokenizer, "bos_token", None) if tokenizer is not None else None
+    if family == "retrofit":
+        return with_bos(shipped_template("retrofit"), bos)
+    if family == "parcae":
+        return with_bos(shipped_template("parcae"), bos)
+    if family == "ouro":
+        return shipped_template("ouro-chat" if bos == "<|im_start|>" else "ouro")
+    if "<|begin_header|>" in vocab:
         return HUGINN_CHAT
     return PLAIN
+
+
+def template_for(model_dir: Path, tokenizer=None, family: Optional[str] = None) -> PromptTemplate:
+    """The model's own template (``prompt_template.json``), else its family's shipped default (the family is
+    read from the directory's config.json when not given)."""
+    f = Path(model_dir) / TEMPLATE_FILE
+    if family is None:
+        try:
+            family = detect_family(read_config(model_dir))
+        except LoopLensError:
+            family = None
+    if f.is_file():
+        try:
+            t = PromptTemplate.from_dict(json.loads(f.read_text()))
+        except (json.JSONDecodeError, UsageError) as exc:
+            raise LoopLensError(f"{f}: invalid prompt template: {exc}") from None
+        return with_bos(t, getattr(tokenizer, "bos_token", None))
+    return family_template(family, tokenizer)
 
 
 @dataclass

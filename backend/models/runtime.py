@@ -9,6 +9,10 @@ import os
 from typing import List, Optional, Sequence
 
 import torch
+from threadpoolctl import threadpool_limits
+# Imported at start-up rather than on the first model load: a serving process loads models for several sessions
+# at once, and concurrent first imports of one large package race ("partially initialized module").
+from transformers import PreTrainedTokenizerFast  # noqa: F401
 
 from ..settings import ENV_DEFAULT_MODEL, ENV_TORCH_THREADS
 from . import default_model_name, shipped_models
@@ -26,10 +30,6 @@ def configure_torch_threads(n: Optional[int] = None) -> int:
         n = int(raw) if raw.isdigit() and int(raw) > 0 else max(1, (os.cpu_count() or 2) // 2)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    try:  # threadpoolctl comes with scikit-learn; without it only torch is limited
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return n
     threadpool_limits(limits=n)
     return n
 

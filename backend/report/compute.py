@@ -1,42 +1,37 @@
-"""Reports on sweep results: every number of ``shared/docs/method.md``'s table, with 95% bootstrap intervals.
+"""Computing a report from sweep results: every number of ``shared/docs/method.md``'s table, with intervals.
 
-Pure pandas/numpy (the Benchmark page calls these):
+Statistics (the bootstraps themselves live in :mod:`backend.stats`).  Rates and means are ratios of sums over
+instances.  Intervals are percentile bootstraps that resample **items** (all of an item's instances --
+permutations, seeds, and for paired statistics its variants -- move together), ``n_boot`` = 2000 replicates,
+seeded, so a report is reproducible.  Every number comes with ``n`` (instances in its denominator) and
+``n_items``.  The accuracy gain of backtracking is stated both ways: in points (acc_bt - acc_no_bt) and
+relative (acc_bt / acc_no_bt - 1); the exploration change both ways: "Easy shorter by" 1 - mean_easy /
+mean_base and "Base longer by" mean_base / mean_easy - 1, over converged instances (never-converged instances
+are counted separately, never replaced by T).
 
-* :func:`load_results` (a sweep directory or a Parquet file -> one row per instance),
-* :func:`compute_report` (-> a JSON-friendly dict: headline table, per variant x domain table, exploration,
-  seed noise, position bias, entropy curves, histograms),
-* :func:`to_markdown`, :func:`save_report`, :func:`load_report`.
-
-Statistics (fixed here).  Rates and means are ratios of sums over instances.  Intervals are percentile bootstraps
-that resample **items** (all of an item's instances -- permutations, seeds, and for paired statistics its
-variants -- move together), ``n_boot`` = 2000 replicates, seeded, so a report is reproducible.  Every number
-comes with ``n`` (instances in its denominator) and ``n_items``.  The accuracy gain of backtracking is stated
-both ways: in points (acc_bt - acc_no_bt) and relative (acc_bt / acc_no_bt - 1); the exploration change both
-ways: "Easy shorter by" 1 - mean_easy / mean_base and "Base longer by" mean_base / mean_easy - 1, over
-converged instances (never-converged instances are counted separately, never replaced by T).
-
-``python -m backend report DIR [--format md|json] [--out FILE]``
+The input is a DataFrame of rows in the sweep store's schema (:func:`backend.sweep.load_results`); the output
+a JSON-friendly dict that :mod:`.render` turns into Markdown / JSON.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
-import sys
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 
-from .errors import LoopLensError, UsageError
+from ..errors import LoopLensError
+from ..settings import LETTERS
+from ..stats import CI, N_BOOT, Sums, bootstrap_weights, chisquare_uniform
+from ..stats import empty_stat as _empty
+from ..stats import finite as _num
+from ..stats import percentile_interval as _ci
+from ..stats import stat
+from ..sweep.load import normalise_types
+from .text import fmt as _fmt
+from .text import pct as _pct
 
 SCHEMA = "looplens.report/1"
-N_BOOT = 2000
-CI = 0.95
-from .settings import LETTERS  # noqa: E402
-NULLABLE_INT = ("correct", "correct_original", "exploration_end", "destination", "frontrunner")
-NULLABLE_BOOL = ("is_correct",)
 SIM_KEYS = {"base": "distractor_ranks", "nca": "nca_distractor_ranks", "easy": "easy_ranks"}
 
 # The paper's numbers (method.md), for the comparison column.
@@ -53,136 +48,7 @@ PAPER = {
 }
 
 
-# ---------------------------------------------------------------------------------------------- loading
-def load_results(path: Union[str, Path], dedupe: bool = True, warn: Optional[Callable[[str], None]] = None
-                 ) -> pd.DataFrame:
-    """A sweep's rows as one DataFrame (valid parts only; an instance found twice is kept once).
 
-    ``path``: a sweep directory (``part-*.parquet``) or one Parquet file.  ``df.attrs`` gets ``manifest`` and
-    ``similarity`` (the directory's ``_similarity.json``) when present.  Nullable integer columns become
-    pandas ``Int64``, ``is_correct`` becomes ``boolean``.
-    """
-    from . import sweep as sw
-
-    p = Path(path)
-    warn = warn or (lambda s: print(f"warning: {s}", file=sys.stderr))
-    if p.is_file():
-        df = pd.read_parquet(p)
-        manifest, simpath = None, p.parent / sw.SIMILARITY_FILE
-    elif p.is_dir():
-        frames = []
-        for part in sw.list_parts(p):
-            c = sw.check_part(part, None, verify_hidden=False)
-            if not c.ok:
-                warn(f"{part.name}: {c.reason}: left out (rerun the sweep to recompute it)")
-                continue
-            frames.append(pd.read_parquet(part))
-        if not frames:
-            raise LoopLensError(f"{p} holds no sweep results (no readable part-*.parquet)")
-        df = pd.concat(frames, ignore_index=True)
-        manifest, simpath = sw.read_manifest(p), p / sw.SIMILARITY_FILE
-    else:
-        raise UsageError(f"no results at {p}: give a sweep directory or a Parquet file")
-    missing = [c for c in sw.KEY_COLUMNS if c not in df.columns]
-    if missing:
-        raise LoopLensError(f"{p} is not a sweep result (missing column(s) {', '.join(missing)})")
-    if dedupe:
-        dup = df.duplicated(list(sw.KEY_COLUMNS), keep="first")
-        if dup.any():
-            warn(f"{int(dup.sum())} duplicate instance row(s) dropped")
-            df = df[~dup].reset_index(drop=True)
-    df = normalise_types(df)
-    df.attrs["manifest"] = manifest
-    if simpath.is_file():
-        from .similarity import load_similarity
-
-        try:
-            df.attrs["similarity"] = load_similarity(simpath)
-        except UsageError as exc:
-            warn(str(exc))
-    return df
-
-
-def normalise_types(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
-    for c in NULLABLE_INT:
-        if c in df.columns:
-            df[c] = pd.array(df[c].to_numpy(dtype=object, na_value=None), dtype="Int64") if df[c].dtype == object \
-                else df[c].astype("Float64").round().astype("Int64")
-    for c in NULLABLE_BOOL:
-        if c in df.columns:
-            df[c] = df[c].astype("boolean")
-    if "domain" in df.columns:
-        df["domain"] = df["domain"].fillna("(none)").astype(str)
-    return df
-
-
-# ---------------------------------------------------------------------------------------------- bootstrap
-def bootstrap_weights(n_items: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
-    """[n_boot, n_items] counts: how often each item is drawn in each replicate (items drawn with
-    replacement, ``rng.integers(0, n_items, (n_boot, n_items))`` -- the draws of ``metrics.bootstrap_ci``)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n_items, size=(n_boot, n_items))
-    w = np.zeros((n_boot, n_items), dtype=np.float64)
-    np.add.at(w, (np.repeat(np.arange(n_boot), n_items), idx.reshape(-1)), 1.0)
-    return w
-
-
-class Sums:
-    """Per-item sums of (numerator, denominator) so that every ratio and its bootstrap is a matrix product."""
-
-    def __init__(self, items: pd.Series, weights: np.ndarray, codes: Dict[str, int]):
-        self.codes = codes
-        self.idx = items.map(codes).to_numpy()
-        self.m = len(codes)
-        self.W = weights
-
-    def per_item(self, values) -> np.ndarray:
-        v = np.asarray(values, dtype=np.float64)
-        out = np.zeros((self.m,) + v.shape[1:])
-        np.add.at(out, self.idx, np.nan_to_num(v))
-        return out
-
-    def ratio(self, num, den) -> Tuple[float, np.ndarray, int]:
-        """(estimate, bootstrap replicates, n = denominator sum) of sum(num) / sum(den)."""
-        n_i, d_i = self.per_item(num), self.per_item(den)
-        tot_n, tot_d = n_i.sum(0), d_i.sum(0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            est = tot_n / tot_d if np.all(tot_d > 0) else np.where(tot_d > 0, tot_n / np.where(tot_d > 0, tot_d, 1),
-                                                                   np.nan)
-            reps = (self.W @ n_i) / (self.W @ d_i)
-        return est, reps, tot_d
-
-
-def _ci(reps: np.ndarray, ci: float = CI):
-    r = np.asarray(reps, dtype=np.float64)
-    r = r[np.isfinite(r)] if r.ndim == 1 else r
-    if r.size == 0:
-        return float("nan"), float("nan")
-    a = (1 - ci) / 2
-    lo, hi = np.nanquantile(r, [a, 1 - a], axis=0)
-    return lo, hi
-
-
-def _num(x) -> Optional[float]:
-    if x is None:
-        return None
-    x = float(x)
-    return None if not math.isfinite(x) else x
-
-
-def stat(value, reps, n, n_items, ci=CI, **extra) -> dict:
-    lo, hi = _ci(reps, ci)
-    d = {"value": _num(value), "lo": _num(lo), "hi": _num(hi), "n": int(n), "n_items": int(n_items)}
-    d.update(extra)
-    return d
-
-
-def _empty(n_items=0, **extra) -> dict:
-    return {"value": None, "lo": None, "hi": None, "n": 0, "n_items": int(n_items), **extra}
-
-
-# ---------------------------------------------------------------------------------------------- similarity
 def abandoned_ranks(df: pd.DataFrame, similarity: Optional[dict]) -> pd.Series:
     """Per row: the similarity ranks (among that variant's distractors, 1 = most stem-similar) of its abandoned
     answers that are distractors (an abandoned correct answer has no rank)."""
@@ -203,7 +69,6 @@ def n_distractors(variant: str) -> int:
 # ---------------------------------------------------------------------------------------------- the report
 def _group_stats(g: pd.DataFrame, W: np.ndarray, codes: Dict[str, int], ranks: pd.Series, ci: float) -> dict:
     s = Sums(g["item_id"], W, codes)
-    m = len(codes)
     out: Dict[str, dict] = {}
     has_correct = g["correct"].notna().to_numpy()
     corr = g["is_correct"].fillna(False).astype(bool).to_numpy() & has_correct
@@ -226,7 +91,7 @@ def _group_stats(g: pd.DataFrame, W: np.ndarray, codes: Dict[str, int], ranks: p
 
     out["instances"] = {"value": len(g), "n": len(g), "n_items": n_items}
     r("backtrack_rate", bt, ones)
-    acc = r("accuracy", corr, has_correct)
+    r("accuracy", corr, has_correct)
     a_bt = r("acc_backtracked", corr & bt, has_correct & bt)
     a_nb = r("acc_not_backtracked", corr & ~bt, has_correct & ~bt)
     r("backtracks_end_correct", corr & bt, has_correct & bt)
@@ -528,231 +393,7 @@ def position_bias(df, W, codes, ci) -> dict:
                     e2, r2, n2 = s.ratio(corr & has, has)
                     acc.append({"correct_position": LETTERS[k], **stat(e2, r2, n2, g["item_id"].nunique(), ci)})
         counts = np.bincount(fa.astype(int), minlength=n_opt)
-        chi2, pval = _chisquare(counts)
+        chi2, pval = chisquare_uniform(counts)
         out[v] = {"n_options": n_opt, "final_position_shares": shares, "accuracy_by_correct_position": acc,
                   "chi2": _num(chi2), "p_value": _num(pval), "counts": counts.tolist()}
     return out
-
-
-def _chisquare(counts) -> Tuple[float, float]:
-    counts = np.asarray(counts, np.float64)
-    n = counts.sum()
-    if n == 0:
-        return float("nan"), float("nan")
-    exp = n / len(counts)
-    chi2 = float(((counts - exp) ** 2 / exp).sum())
-    try:
-        from scipy.stats import chi2 as _c2
-
-        p = float(_c2.sf(chi2, len(counts) - 1))
-    except ImportError:
-        p = float("nan")
-    return chi2, p
-
-
-# ---------------------------------------------------------------------------------------------- output
-def _pct(x, digits=1) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{100 * x:.{digits}f}%"
-
-
-def _fmt(x, digits=3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def _pct_ci(st: dict, unit: str = "%") -> str:
-    if st is None or st.get("value") is None:
-        return "n/a"
-    f = _pct if unit == "%" else (lambda x: _pct(x)[:-1] + " pp" if _pct(x) != "n/a" else "n/a")
-    if st.get("lo") is None:
-        return f(st["value"])
-    return f"{f(st['value'])} [{f(st['lo'])}, {f(st['hi'])}]"
-
-
-def _num_ci(st: dict, digits=2) -> str:
-    if st is None or st.get("value") is None:
-        return "n/a"
-    if st.get("lo") is None:
-        return _fmt(st["value"], digits)
-    return f"{_fmt(st['value'], digits)} [{_fmt(st['lo'], digits)}, {_fmt(st['hi'], digits)}]"
-
-
-def to_markdown(rep: dict) -> str:
-    m = rep["meta"]
-    L = []
-    L.append(f"# LoopLens sweep report: {m['model']}")
-    L.append("")
-    L.append(f"Model `{m['model']}` (checkpoint `{m['checkpoint_hash']}`), {m['steps']} steps, template "
-             f"`{m['template']}`; {m['instances']} instances = {m['items']} items x variants "
-             f"({', '.join(f'{k} {v}' for k, v in m['variants'].items())}) x {m['permutations']} permutations x "
-             f"{m['seeds']} seed(s). Domains: {', '.join(m['domains'])}.")
-    L.append(f"Intervals: {int(100 * m['ci'])}% percentile bootstrap over items ({m['n_boot']} replicates, seed "
-             f"{m['bootstrap_seed']}). n = instances in the denominator. Similarity model: "
-             f"{m.get('similarity_model') or 'none'}. Generated {m['generated']}.")
-    L.append("")
-    L.append("## The paper's numbers")
-    L.append("")
-    L.append("| finding | paper | this run [95% CI] | n (items) | note |")
-    L.append("|---|---|---|---|---|")
-    for r in rep["headline"]:
-        val = _pct_ci(r, "pp" if r["key"] == "acc_gain_points" else "%")
-        L.append(f"| {r['finding']} | {r['paper']} | {val} | {r['n']} ({r['n_items']}) | {r.get('note', '')} |")
-    L.append("")
-    L.append("The accuracy gain is given in points (acc_bt - acc_no_bt) and relative (acc_bt / acc_no_bt - 1); the "
-             "exploration change as 1 - Easy/Base and Base/Easy - 1 (means over converged instances).")
-    L.append("")
-    L.append("## Per variant and domain")
-    L.append("")
-    L.append("| variant | domain | n | accuracy | backtrack rate | acc. backtracked | acc. not backtracked | "
-             "gain (points) | gain (relative) | mean exploration | never converged | final entropy (norm.) |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for g in rep["groups"]:
-        nc = g["never_converged_rate"]
-        L.append(f"| {g['variant']} | {g['domain']} | {g['instances']['value']} | {_pct_ci(g['accuracy'])} | "
-                 f"{_pct_ci(g['backtrack_rate'])} | {_pct_ci(g['acc_backtracked'])} | "
-                 f"{_pct_ci(g['acc_not_backtracked'])} | {_pct_ci(g['acc_gain_points'], 'pp')} | "
-                 f"{_pct_ci(g['acc_gain_relative'])} | {_num_ci(g['mean_exploration'])} | "
-                 f"{nc.get('count', 0)} ({_pct(nc['value'])}) | {_num_ci(g['final_entropy_norm'])} |")
-    L.append("")
-    L.append("## Abandoned answers by stem similarity (backtracking instances)")
-    L.append("")
-    L.append("| variant | domain | rank 1 (most similar) | rank 2 | rank 3 | rank 4 | n abandoned distractors |")
-    L.append("|---|---|---|---|---|---|---|")
-    for g in rep["groups"]:
-        if g["domain"] != "all" or g.get("abandoned_rank_1") is None:
-            continue
-        cells = [(_pct_ci(g[f"abandoned_rank_{j}"]) if f"abandoned_rank_{j}" in g else "-") for j in range(1, 5)]
-        L.append(f"| {g['variant']} | all | {' | '.join(cells)} | {g['abandoned_rank_1']['n']} |")
-    L.append("")
-    ex = rep["exploration"]["pair"]
-    if ex:
-        L.append("## Exploration: Easy vs Base")
-        L.append("")
-        L.append(f"Mean exploration length (converged instances): Base {_num_ci(ex['base'])}, Easy "
-                 f"{_num_ci(ex['easy'])} steps. Easy shorter by {_pct_ci(ex['easy_shorter'])}; Base longer by "
-                 f"{_pct_ci(ex['base_longer'])}. Never converged: Base {ex.get('never_converged', {}).get('base')}, "
-                 f"Easy {ex.get('never_converged', {}).get('easy')}.")
-        L.append("")
-    L.append("## Seed noise")
-    L.append("")
-    sn = rep["seed_noise"]
-    if not sn.get("available"):
-        L.append(f"Not measured: {sn['reason']}.")
-    else:
-        L.append(f"{sn['instances']} instances with {sn['seeds_per_instance']:.1f} seeds each.")
-        L.append("")
-        L.append("| variant | backtrack verdict flips | pairwise disagreement | final answer flips | "
-                 "backtracks under one seed only |")
-        L.append("|---|---|---|---|---|")
-        for v, st in sn.items():
-            if isinstance(st, dict) and "backtrack_flip_rate" in st:
-                L.append(f"| {v} | {_pct_ci(st['backtrack_flip_rate'])} | {_pct_ci(st['pairwise_disagreement'])} | "
-                         f"{_pct_ci(st['answer_flip_rate'])} | {_pct_ci(st['single_seed_backtracks'])} |")
-    L.append("")
-    L.append("## Position bias (across permutations)")
-    L.append("")
-    for v, pb in rep["position_bias"].items():
-        shares = ", ".join(f"{s['position']} {_pct_ci(s)}" for s in pb["final_position_shares"])
-        L.append(f"- **{v}** final answer at position: {shares} (chance {_pct(1 / pb['n_options'])}; "
-                 f"chi-square {_fmt(pb['chi2'], 1)}, p = {_fmt(pb['p_value'], 4)})")
-        if pb["accuracy_by_correct_position"]:
-            acc = ", ".join(f"{s['correct_position']} {_pct_ci(s)}" for s in pb["accuracy_by_correct_position"])
-            L.append(f"  - accuracy when the correct option is at: {acc}")
-    L.append("")
-    return "\n".join(L)
-
-
-def _clean(o):
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating, float)):
-        return _num(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return _clean(o.tolist())
-    return o
-
-
-def to_json(rep: dict) -> str:
-    return json.dumps(_clean(rep), indent=1, ensure_ascii=False, allow_nan=False)
-
-
-def save_report(rep: dict, directory: Union[str, Path]) -> Tuple[Path, Path]:
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    md, js = d / "report.md", d / "report.json"
-    md.write_text(to_markdown(rep), encoding="utf-8")
-    js.write_text(to_json(rep) + "\n", encoding="utf-8")
-    return md, js
-
-
-def load_report(path: Union[str, Path]) -> dict:
-    """A saved report.json (a file, or a directory holding one)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "report.json"
-    if not p.is_file():
-        raise UsageError(f"no report at {p}")
-    try:
-        rep = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LoopLensError(f"{p} is not a valid report ({exc})") from None
-    if rep.get("schema") != SCHEMA:
-        raise LoopLensError(f"{p} is not a LoopLens report (schema {rep.get('schema')!r})")
-    return rep
-
-
-RESULTS_ROOT = Path(__file__).resolve().parents[1] / "data" / "results"
-
-
-def shipped_reports(root: Union[str, Path, None] = None) -> Dict[str, Path]:
-    """Model name -> directory under data/results holding a report.json (what the Benchmark page shows)."""
-    root = Path(root) if root is not None else RESULTS_ROOT
-    if not root.is_dir():
-        return {}
-    return {d.name: d for d in sorted(root.iterdir()) if (d / "report.json").is_file()}
-
-
-def has_rows(directory: Union[str, Path]) -> bool:
-    """True when the directory also holds the per-instance Parquet rows (not only the report)."""
-    from .sweep import list_parts
-
-    return bool(list_parts(Path(directory)))
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-def register_cli(sub) -> None:
-    p = sub.add_parser("report", help="the paper's numbers with bootstrap intervals, from a sweep's results")
-    p.add_argument("dir", help="a sweep results directory (or one Parquet file)")
-    p.add_argument("--format", default="md", choices=["md", "json"])
-    p.add_argument("--out", default=None, help="write to this file instead of stdout")
-    p.add_argument("--save", default=None, metavar="DIR", help="write DIR/report.md and DIR/report.json")
-    p.add_argument("--similarity", default=None, help="a similarity JSON (default: the sweep's _similarity.json)")
-    p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap replicates (default {N_BOOT})")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.set_defaults(func=cmd_report)
-
-
-def cmd_report(a) -> int:
-    if a.n_boot < 1:
-        raise UsageError(f"--n-boot must be >= 1, got {a.n_boot}")
-    df = load_results(a.dir)
-    sim = None
-    if a.similarity:
-        from .similarity import load_similarity
-
-        sim = load_similarity(a.similarity)
-    rep = compute_report(df, similarity=sim, n_boot=a.n_boot, seed=a.seed)
-    if a.save:
-        md, js = save_report(rep, a.save)
-        print(f"wrote {md} and {js}", file=sys.stderr)
-    text = to_markdown(rep) if a.format == "md" else to_json(rep)
-    if a.out:
-        Path(a.out).write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
-    elif not a.save:
-        print(text)
-    return 0

@@ -17,7 +17,7 @@ from backend.errors import LoopLensError, UsageError
 from backend.sweep import (HIDDEN_DIR, KEY_COLUMNS, MANIFEST, SweepSpec, enumerate_instances, instance_seed,
                            list_parts, load_hidden, load_items, parse_shard, run_sweep, shard_instances)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOMAINS = ["factual", "definition", "logic", "arithmetic", "misleading"]
 
 
@@ -139,10 +139,21 @@ def test_rows_match_a_direct_trace(reference, tiny_bundle):
 
 
 # ---------------------------------------------------------------------------------------------- resume
-def _cli(args, env_extra=None, **kw):
-    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600, **kw)
+def _cli(args, kill_after_parts=None, **kw):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "backend"] if kill_after_parts is None else \
+        [sys.executable, str(Path(__file__).parent / "kill_after_parts.py"), str(kill_after_parts)]
+    return subprocess.run([*cmd, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, **kw)
+
+
+def stop_after(n):
+    """An ``after_part`` callback that stops the sweep after ``n`` parts."""
+    seen = []
+
+    def after_part(path):
+        seen.append(path)
+        return len(seen) < n
+    return after_part
 
 
 def _sweep_args(tiny_dir, bench, out, *extra):
@@ -155,7 +166,7 @@ def test_kill_and_resume_loses_and_duplicates_nothing(reference, tiny_dir, tmp_p
     spec, ref_out, _ = reference
     out = tmp_path / "out"
     # A hard kill (SIGKILL) right after the 2nd part is written.
-    r = _cli(_sweep_args(tiny_dir, spec.benchmark, out), {"LOOPLENS_TEST_KILL_AFTER_PARTS": "2"})
+    r = _cli(_sweep_args(tiny_dir, spec.benchmark, out), kill_after_parts=2)
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert len(list_parts(out)) == 2
     # A kill during a write leaves a temporary file and a truncated part: both must be handled.
@@ -201,7 +212,7 @@ def test_corrupt_hidden_file_is_recomputed(reference, tiny_bundle, tiny_dir, tmp
     spec, ref_out, _ = reference
     out = tmp_path / "out"
     sp = spec_for(tiny_dir, spec.benchmark, out)
-    run_sweep(sp, bundle=tiny_bundle, progress=False, log=lambda m: None, stop_after_chunks=2)
+    run_sweep(sp, bundle=tiny_bundle, progress=False, log=lambda m: None, after_part=stop_after(2))
     h = sorted((out / HIDDEN_DIR).glob("*.npy"))[0]
     b = bytearray(h.read_bytes())
     b[-3] ^= 0xFF  # same size, different content
@@ -217,7 +228,7 @@ def test_resume_with_other_parameters_is_refused(reference, tiny_bundle, tiny_di
     spec, ref_out, _ = reference
     out = tmp_path / "out"
     run_sweep(spec_for(tiny_dir, spec.benchmark, out), bundle=tiny_bundle, progress=False, log=lambda m: None,
-              stop_after_chunks=1)
+              after_part=stop_after(1))
     with pytest.raises(LoopLensError, match="different parameters.*steps"):
         run_sweep(spec_for(tiny_dir, spec.benchmark, out, steps=7), bundle=tiny_bundle, progress=False,
                   log=lambda m: None)

@@ -1,9 +1,9 @@
-"""The Ray engine of :mod:`backend.sweep`: the same chunks, computed by Ray actors (one model per actor).
+"""The Ray engine: the same chunks, computed by Ray actors (one model per actor); imports only the runner.
 
 The driver (the ``python -m backend sweep --engine ray`` process) plans the shard, skips finished instances,
-hands chunks to actors and writes every returned chunk itself, atomically, exactly as the local engine does:
-the actors need no access to the results directory or the benchmark file (items travel with the request), only
-to the model checkpoint (the same path on every node: shared storage, or the same ``data/models``).
+hands chunks to actors and writes every returned chunk itself, exactly as the local engine does: the actors
+need no access to the results directory or the benchmark file (items travel with the request), only to the
+model checkpoint (the same path on every node: shared storage, or the same ``data/models``).
 
 * ``--ray-address`` (or ``$RAY_ADDRESS``): join an existing cluster; the ``backend`` package is shipped to the
   workers with ``runtime_env={"py_modules": [...]}``.  Otherwise a local Ray is started for the run and shut
@@ -15,19 +15,23 @@ Ray is optional: ``pip install -r requirements-ray.txt``.
 """
 from __future__ import annotations
 
+import itertools
 import os
-from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+import socket
+from typing import Callable, Iterable, List, Optional
 
-from .errors import LoopLensError
+import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from ..errors import LoopLensError
+from ..settings import REPO_ROOT
+from .runner import ChunkRunner
+
 INSTALL_HINT = "pip install -r requirements-ray.txt  (i.e. pip install 'ray[default]>=2.9')"
 
 
 def require_ray():
     try:
-        import ray  # noqa: F401
+        import ray  # optional dependency
     except ImportError:
         raise LoopLensError(f"--engine ray needs Ray, which is not installed: {INSTALL_HINT}; or use --engine local")
     return ray
@@ -37,24 +41,12 @@ class SweepWorker:
     """Ray actor body: loads the model once, then computes chunks."""
 
     def __init__(self, spec_dict: dict, item_dicts: List[dict], device: str):
-        from .items import BenchmarkItem
-        from .sweep import ChunkRunner, SweepSpec
-
-        spec = SweepSpec.from_dict(spec_dict)
-        spec.device = device
-        items = [BenchmarkItem.from_dict(d) for d in item_dicts]
-        self.runner = ChunkRunner(spec, items=items)
+        self.runner = ChunkRunner.from_dicts(spec_dict, item_dicts, device)
 
     def compute(self, chunk):
-        from .sweep import Instance
-
-        return self.runner.compute([Instance(*x) for x in chunk])
+        return self.runner.compute_tuples(chunk)
 
     def info(self) -> dict:
-        import socket
-
-        import torch
-
         return {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(),
                 "device": str(self.runner.bundle.device)}
 
@@ -78,15 +70,18 @@ def _init(ray, address: Optional[str], threads: int, workers: Optional[int], log
     return True
 
 
-def run_chunks(spec, chunks: Sequence[list], on_done: Callable, *, items, model_path: str,
+def run_chunks(spec, chunks: Iterable[list], on_done: Callable, *, items, model_path: str,
                address: Optional[str] = None, workers: Optional[int] = None,
                log: Callable[[str], None] = print) -> None:
-    """Compute ``chunks`` on Ray actors; call ``on_done(ChunkResult)`` in the driver as each one finishes."""
+    """Compute ``chunks`` (an iterable, consumed lazily) on Ray actors; call ``on_done(ChunkResult)`` in the
+    driver as each one finishes; ``on_done`` returning False stops handing out chunks."""
     ray = require_ray()
     from ray.exceptions import RayActorError, RayTaskError
 
-    from .sweep import SweepSpec
-
+    chunks = iter(chunks)
+    first = next(chunks, None)
+    if first is None:
+        return
     threads = spec.threads or 1
     started = _init(ray, address, threads, workers, log)
     try:
@@ -96,22 +91,32 @@ def run_chunks(spec, chunks: Sequence[list], on_done: Callable, *, items, model_
         use_gpu = gpus > 0 and spec.device in ("auto", "cuda", None, "") or str(spec.device).startswith("cuda")
         if use_gpu and gpus == 0:
             raise LoopLensError(f"--device {spec.device} asks for a GPU but the Ray cluster has none")
-        n = workers or (gpus if use_gpu else max(1, cpus // threads))
-        n = max(1, min(n, len(chunks)))
+        n = max(1, workers or (gpus if use_gpu else max(1, cpus // threads)))
         device = "cuda" if use_gpu else "cpu"
         opts = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": threads}
-        d = SweepSpec.from_dict(spec.to_dict()).to_dict()
+        d = spec.to_dict()
         d.update(model=model_path, threads=threads)
         Actor = ray.remote(**opts)(SweepWorker)
         item_dicts = [it.to_dict() for it in items]
-        actors = [Actor.remote(d, item_dicts, device) for _ in range(n)]
-        log(f"ray: {n} worker(s) on {device} ({'1 GPU' if use_gpu else f'{threads} CPU thread(s)'} each)")
-        queue = [[(x.index, x.item_id, x.variant, x.permutation, x.seed, x.init_seed) for x in c] for c in chunks]
-        queue.reverse()
+        queue = itertools.chain([first], chunks)
         pending = {}
-        for a in actors:
-            if queue:
-                pending[a.compute.remote(queue.pop())] = a
+        actors = []
+
+        def submit(actor) -> bool:
+            c = next(queue, None)
+            if c is None:
+                return False
+            tup = [(x.index, x.item_id, x.variant, x.permutation, x.seed, x.init_seed) for x in c]
+            pending[actor.compute.remote(tup)] = actor
+            return True
+
+        for _ in range(n):
+            a = Actor.remote(d, item_dicts, device)
+            actors.append(a)
+            if not submit(a):
+                break
+        log(f"ray: {len(actors)} worker(s) on {device} ({'1 GPU' if use_gpu else f'{threads} CPU thread(s)'} each)")
+        go_on = True
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             ref = ready[0]
@@ -125,9 +130,10 @@ def run_chunks(spec, chunks: Sequence[list], on_done: Callable, *, items, model_
                 raise LoopLensError(f"a Ray worker failed: {str(cause or exc).splitlines()[0]}") from None
             except RayActorError as exc:
                 raise LoopLensError(f"a Ray worker died ({str(exc).splitlines()[0]}); rerun to resume") from None
-            on_done(result)
-            if queue:
-                pending[actor.compute.remote(queue.pop())] = actor
+            if on_done(result) is False:
+                go_on = False
+            if go_on:
+                submit(actor)
         for a in actors:
             ray.kill(a)
     finally:

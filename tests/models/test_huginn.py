@@ -1,4 +1,4 @@
-"""The Huginn-format implementation: golden outputs, per-step readout, padding, seeds, dtypes, refusals."""
+"""Huginn-0125: golden outputs, per-step readout, padding, seeds, dtypes, refusals."""
 from __future__ import annotations
 
 import json
@@ -37,7 +37,7 @@ def test_golden_bf16_matches_reference_loosely():
     # Run in a subprocess: a bfloat16 matmul can kill the process on some CPUs (see ecosystem.md).
     code = f"""
 import numpy as np, torch, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
 from backend.models import load_model
 ref = np.load({str(GOLDEN / 'reference_steps.npz')!r})
 m = load_model({str(GOLDEN)!r}, dtype=torch.bfloat16)
@@ -50,7 +50,7 @@ for i in (0, 1):
 """
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE_BF16")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       cwd=Path(__file__).parents[1])
+                       cwd=Path(__file__).parents[2])
     assert r.returncode == 0, r.stderr[-2000:]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backend.metrics import bootstrap_ci
+from backend.stats import bootstrap_ci
 from backend.report import (bootstrap_weights, compute_report, load_report, save_report, to_json, to_markdown)
 
 T = 5
