@@ -165,6 +165,37 @@ def _probe_scores(X: Dict[int, list], rows: np.ndarray, y: np.ndarray, groups: n
     return accs
 
 
+def progression(items, runs: List[List[Trace]], n_swaps: int = 8, max_step: int = 12) -> dict:
+    """For items with ``n_swaps`` swaps: at each step t, how many readouts are right, and for the wrong ones the mean
+    most recent path index of their cup (the ball was there after k swaps; issue 15's measure) and the share of
+    wrong readouts on a cup the ball never occupied.  A progression shows as a rising mean index."""
+    out = {"n_swaps": n_swaps, "steps": list(range(1, max_step + 1)), "right": [], "wrong_mean_index": [],
+           "wrong_never_visited": [], "wrong_n": []}
+    sel = [i for i, it in enumerate(items) if it.extra.get("swaps") == n_swaps]
+    for t in range(1, max_step + 1):
+        right, idx, never = 0, [], 0
+        for traces in runs:
+            for i in sel:
+                tr, it = traces[i], items[i]
+                a = int(tr.probs[t - 1].argmax())
+                if a == tr.correct:
+                    right += 1
+                    continue
+                path = it.extra["path"][:-1]
+                ks = [k for k, c in enumerate(path) if c == tr.options[a]]
+                if ks:
+                    idx.append(ks[-1])
+                else:
+                    never += 1
+        total = len(sel) * len(runs)
+        wrong = total - right
+        out["right"].append(round(right / total, 3) if total else None)
+        out["wrong_mean_index"].append(round(float(np.mean(idx)), 2) if idx else None)
+        out["wrong_never_visited"].append(round(never / wrong, 3) if wrong else None)
+        out["wrong_n"].append(wrong)
+    return out
+
+
 def linear_probe(items, runs: List[List[Trace]], probe_steps=(1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 30),
                  max_k: int = 8, max_short: int = 3, position: int = -1) -> dict:
     """Accuracy of decoding, from the state at prompt position ``position`` (-1: the last, '?'; -2: the last swap,
@@ -213,6 +244,7 @@ def evaluate(bundle, splits: Dict[str, Sequence[BenchmarkItem]], seeds=SEEDS, st
     res["test_base_kinds"] = kinds_table(test, runs["base"])
     res["test_nca_kinds"] = kinds_table(test, runs["nca"])
     res["test_base_shortcut"] = shortcut_check(test, runs["base"])
+    res["test_base_progression"] = progression(test, runs["base"])
     log("tracing test/base at init scale 0")
     zero = run(bundle, test, "base", seeds, steps, init_scale=0.0)
     res["test_base_init0"] = summarize(test, zero, steps)
@@ -315,6 +347,17 @@ def render_targets(res: dict) -> str:
                                               "wrong_final")]
         if any(row):
             out.append(f"| {kind} | " + " | ".join(_pct(v) for v in row) + " |")
+    pr = res.get("test_base_progression")
+    if pr:
+        out.append(f"\nProgression (test base, items with {pr['n_swaps']} swaps, all seeds): at each step, the share of "
+                   "readouts that are right; for the wrong ones, the mean most recent index k of the ball's path "
+                   "(their cup held the ball after k swaps) and the share on a cup the ball never occupied:\n")
+        out.append("| | " + " | ".join(f"t={t}" for t in pr["steps"]) + " |")
+        out.append("|---|" + "---|" * len(pr["steps"]))
+        out.append("| right | " + " | ".join(_pct(v) for v in pr["right"]) + " |")
+        out.append("| wrong: mean path index | " + " | ".join("-" if v is None else f"{v:.1f}"
+                                                             for v in pr["wrong_mean_index"]) + " |")
+        out.append("| wrong: never visited | " + " | ".join(_pct(v) for v in pr["wrong_never_visited"]) + " |")
     for key, where in (("linear_probe", "the last position (`?`, where the answer is read)"),
                        ("linear_probe_last_swap", "the last swap token (the end of the propagation front)")):
         lp = res.get(key)
