@@ -87,6 +87,15 @@ def kinds_table(items, runs: List[List[Trace]]) -> dict:
             "abandoned": _share(aband), "abandoned_n": int(sum(aband.values())), "wrong_final": _share(wrong)}
 
 
+def _settled_step(tr: Trace) -> int:
+    """The first step from which the argmax is the correct option to the end (K + 1 if it never is)."""
+    am = tr.probs.argmax(1)
+    t = len(am)
+    while t > 0 and am[t - 1] == tr.correct:
+        t -= 1
+    return t + 1
+
+
 def summarize(items, runs: List[List[Trace]], steps: int = STEPS) -> dict:
     """Accuracy by step, option mass, entropy, exploration, backtracking (per seed and robust) of one variant."""
     n_items, n_seeds = len(items), len(runs)
@@ -108,6 +117,9 @@ def summarize(items, runs: List[List[Trace]], steps: int = STEPS) -> dict:
             by_n.setdefault(it.extra.get("swaps"), []).append(i)
         out["accuracy_by_swaps"] = {int(n): [round(float(am[:, ix, 1].mean()), 2), round(float(am[:, ix, -1].mean()), 2)]
                                     for n, ix in sorted(by_n.items())}
+        first_right = np.array([[_settled_step(tr) for tr in traces] for traces in runs], dtype=float)
+        out["settles_on_answer_by_swaps"] = {int(n): round(float(first_right[:, ix].mean()), 2)
+                                             for n, ix in sorted(by_n.items())}
     m = [[tr.metrics for tr in traces] for traces in runs]
     conv = np.array([[x.converged for x in row] for row in m])
     expl = np.array([[x.exploration_end if x.converged else steps for x in row] for row in m], dtype=float)
@@ -330,7 +342,7 @@ def render_targets(res: dict) -> str:
                  f"(95% CI {tb['exploration_restricted_mean_ci']}); easy accuracy at step 1 "
                  f"{_pct(te['accuracy_by_step'][1])} vs base {_pct(tb['accuracy_by_step'][1])}; option mass from "
                  f"step 2 >= {res['mass_min']} in {_pct(te['mass_ok_share'])} of easy instances | see text |")
-    out = ["\n".join(lines), ""]
+    out = ["\n".join(lines), "", "What the search is (measured, test split, base):\n", story(res)]
     out.append("Accuracy by step (base, mean over seeds):\n")
     names = [n for n in ("test_base", "test_base_init0", "probe_base", "hard_base", "test_easy") if n in res]
     steps = list(tb["accuracy_by_step"])
@@ -374,3 +386,51 @@ def render_targets(res: dict) -> str:
             name = "the answer" if j == 0 else f"{j} short of the end"
             out.append(f"| {name} ({_pct(maj)}) | " + " | ".join(f"{100 * a:.0f}" for a in accs) + " |")
     return "\n".join(out) + "\n"
+
+
+def story(res: dict) -> str:
+    """The verified account of this model's search, written from the measurements (for the card)."""
+    k = res["test_base_kinds"]
+    wf, ab, br = k["wrong_frontrunner"], k["abandoned"], k["base_rate"]
+    dist = {kk: v for kk, v in br.items() if kk != "answer"}
+    tot = sum(dist.values()) or 1.0
+    base_d = {kk: v / tot for kk, v in dist.items()}  # base rates among the shown distractors
+
+    def earlier(d):
+        return sum(d.get(x, 0.0) for x in ("1 short", "2 short", "3+ short"))
+
+    tb = res["test_base"]
+    settle = tb.get("settles_on_answer_by_swaps", {})
+    lines = [
+        f"- **What is committed to first, when it is wrong**: an earlier state of the ball in {_pct(earlier(wf))} of "
+        f"wrong first commitments (earlier states are {_pct(earlier(base_d))} of the shown distractors), a cup named "
+        f"only in the last swap in {_pct(wf.get('last swap', 0))} (base rate {_pct(base_d.get('last swap', 0))}), a cup "
+        f"the ball never reached in {_pct(wf.get('never reached', 0))} (base rate "
+        f"{_pct(base_d.get('never reached', 0))}).",
+        f"- **What is abandoned** ({k['abandoned_n']} abandoned answers, test base, all seeds): an earlier state in "
+        f"{_pct(earlier(ab))} (1 swap short {_pct(ab.get('1 short', 0))}, 2 short {_pct(ab.get('2 short', 0))}, 3 or "
+        f"more short {_pct(ab.get('3+ short', 0))}); wrong final answers: {k['wrong_final'] or 'none'}.",
+        "- **When it switches**: the first step from which the readout stays on the answer, by swap count (mean over "
+        "runs): " + ", ".join(f"{n} swaps: {v}" for n, v in settle.items()) + " (the front reaches `?` after n + 3 "
+        "steps).",
+    ]
+    pr = res.get("test_base_progression")
+    if pr:
+        idx = [v for v in pr["wrong_mean_index"][:8] if v is not None]
+        lines.append(f"- **No step-by-step progression along the path**: on {pr['n_swaps']}-swap items the wrong "
+                     f"readouts of steps 1-8 sit on cups the ball held after {', '.join(f'{v:.1f}' for v in idx)} "
+                     f"swaps on average (no trend), and on a never-visited cup in "
+                     f"{_pct(np.mean([v for v in pr['wrong_never_visited'][:8] if v is not None]))} of cases.")
+    for key, where in (("linear_probe", "the `?` state"), ("linear_probe_last_swap", "the last swap token")):
+        lp = res.get(key)
+        if not lp or not lp.get("short"):
+            continue
+        ans = lp["short_accuracy"][0]
+        best_k = max(max(a) - m for a, m in zip(lp["accuracy"], lp["majority"]))
+        steps = lp["steps"]
+        pick = [t for t in (2, 4, 6, 8, 12, 30) if t in steps]
+        lines.append(f"- **Linear probe, {where}**: the answer cup is decoded at "
+                     + ", ".join(f"{_pct(ans[steps.index(t)])} after step {t}" for t in pick)
+                     + f" (majority rate {_pct(lp['short_majority'][0])}); the best 'cup after k swaps' is "
+                     f"{100 * best_k:+.0f} points over its majority rate.")
+    return "\n".join(lines) + "\n"
