@@ -10,6 +10,8 @@ cross-validated with items kept apart across folds).
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -284,6 +286,15 @@ def evaluate(bundle, splits: Dict[str, Sequence[BenchmarkItem]], seeds=SEEDS, st
     return res
 
 
+def load_targets(path) -> dict:
+    """A saved targets.json with its per-step and per-swap-count keys turned back into ints."""
+    def fix(d):
+        if isinstance(d, dict):
+            return {(int(k) if isinstance(k, str) and k.isdigit() else k): fix(v) for k, v in d.items()}
+        return d
+    return fix(json.loads(Path(path).read_text()))
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -411,8 +422,9 @@ def story(res: dict) -> str:
         f"{_pct(earlier(ab))} (1 swap short {_pct(ab.get('1 short', 0))}, 2 short {_pct(ab.get('2 short', 0))}, 3 or "
         f"more short {_pct(ab.get('3+ short', 0))}); wrong final answers: {k['wrong_final'] or 'none'}.",
         "- **When it switches**: the first step from which the readout stays on the answer, by swap count (mean over "
-        "runs): " + ", ".join(f"{n} swaps: {v}" for n, v in settle.items()) + " (the front reaches `?` after n + 3 "
-        "steps).",
+        "runs): " + ", ".join(f"{n} swaps: {v}" for n, v in settle.items())
+        + (f" (a linear fit gives {np.polyfit([int(n) for n in settle], list(settle.values()), 1)[0]:.2f} steps "
+           "per swap)." if len(settle) > 1 else "."),
     ]
     pr = res.get("test_base_progression")
     if pr:
