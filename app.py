@@ -57,7 +57,7 @@ with st.sidebar:
     st.number_input("Seed of the initial state", 0, 2**31 - 1, step=1, key="seed")
     st.number_input("Init scale (0 = zero initial state)", 0.0, 100.0, step=0.1, format="%.2f", key="init")
     for msg in ss.get("_link_problems", []):
-        st.caption(f"⚠️ {msg}")
+        st.caption(f"⚠️ {common.plain(msg)}")
 
 pages = [
     st.Page("pages/explore.py", title="Explore", icon=":material/search:", url_path="explore", default=True),

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
-from . import cups_eval, interventions, similarity, validate
+from . import cups_eval, exit_report, intervention_tables, interventions, similarity, validate
 from .cups import RECIPES, benchmark_splits
 from .learn import main as learn_main
 from .errors import LoopLensError, UsageError
@@ -21,9 +21,13 @@ from .models import PromptTemplate, default_model_name, load_bundle, resolve_mod
 from .models.convert import convert_checkpoint
 from .models.runtime import configure_torch_threads
 from .report import compute_report, load_results, save_report, to_json, to_markdown
-from .settings import BENCHMARKS_DIR, DEFAULT_PERMUTATIONS, DEFAULT_STEPS, LETTERS, MAX_STEPS, MIN_STEPS
+from .metrics import check_mass_threshold
+from .settings import (BENCHMARKS_DIR, DEFAULT_PERMUTATIONS, DEFAULT_STEPS, LETTERS, MASS_THRESHOLD, MAX_STEPS, MIN_STEPS,
+                       SWEEP_SEEDS)
 from .stats import MAX_N_BOOT, N_BOOT
-from .sweep import DEFAULT_CHUNK, SweepSpec, parse_shard, parse_variants, run_sweep
+from .sweep import (DEFAULT_CHUNK, KEY_COLUMNS, SweepSpec, load_hidden, load_items, parse_shard, parse_variants,
+                    run_sweep)
+from .sweep.spec import permutation_notes
 from .trace import check_steps, trace_items
 from .train import TrainConfig, train
 
@@ -52,6 +56,8 @@ def _add_trace(sub):
     p.add_argument("--template", help="a prompt template JSON file (default: the model's own)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--mass-threshold", type=float, default=MASS_THRESHOLD, help="total option mass below which a "
+                   f"step is 'not answering' (default {MASS_THRESHOLD}): flagged per step")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     interventions.add_cli_arguments(p)
     p.set_defaults(func=cmd_trace)
@@ -208,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_similarity(sub)
     _add_sweep(sub)
     _add_report(sub)
+    _add_interventions(sub)
     _add_convert(sub)
     _add_train(sub)
     _add_make_splits(sub)
@@ -225,9 +232,14 @@ def _add_sweep(sub):
     p.add_argument("--out", required=True, help="results directory (created; rerun with the same --out to resume)")
     p.add_argument("--limit", type=int, default=None, help="only the first N items")
     p.add_argument("--variants", default="base,easy,nca", help="comma-separated (default base,easy,nca)")
-    p.add_argument("--permutations", type=int, default=DEFAULT_PERMUTATIONS,
-                   help=f"answer orders per item and variant (default {DEFAULT_PERMUTATIONS})")
-    p.add_argument("--seeds", type=int, default=1, help="initial-state seeds per instance (default 1)")
+    p.add_argument("--permutations", type=int, default=None,
+                   help="answer orders per item and variant (default: all distinct orders, 24 for four options: "
+                   "each option in each position equally often); more than that is rounded up to whole cycles of "
+                   "all orders, never a partial one, and the sweep says so (as it does for a number that is not a "
+                   "multiple of the option count)")
+    p.add_argument("--seeds", type=int, default=None, help=f"initial-state seeds per instance (default "
+                   f"{SWEEP_SEEDS}: the report's robust backtrack rate needs a majority of seeds; 1 with "
+                   "--init-scale 0, where every seed gives the same run)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"recurrent steps (default {DEFAULT_STEPS})")
     p.add_argument("--shard", default=None, help="i/n: run only instances whose number is i modulo n")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="local (in-process, default) or "
@@ -236,7 +248,8 @@ def _add_sweep(sub):
                    "local one)")
     p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else per 1-2 CPUs)")
     p.add_argument("--base-seed", type=int, default=0, help="base of the derived initial-state seeds (default 0)")
-    p.add_argument("--init-scale", type=float, default=1.0, help="scale of the random initial state; 0 = zeros")
+    p.add_argument("--init-scale", type=float, default=1.0, help="scale of the random initial state (default 1); "
+                   "0 = a zero initial state: deterministic, no seed noise (one seed is then enough)")
     p.add_argument("--template", default=None, help="a prompt template JSON file (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=None, help="instances per forward (default: sized to memory)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help=f"instances per part file (default "
@@ -263,12 +276,16 @@ def cmd_sweep(a) -> int:
             raise UsageError(f"give --benchmark FILE (no data/benchmarks/{model}-test.jsonl to default to)")
         bench = str(default)
     template = PromptTemplate.from_file(a.template).to_dict() if a.template else None
+    seeds = a.seeds if a.seeds is not None else (1 if a.init_scale == 0 else SWEEP_SEEDS)
     spec = SweepSpec(model=model, benchmark=str(bench), out=a.out, variants=parse_variants(a.variants),
-                     permutations=a.permutations, seeds=a.seeds, steps=a.steps, limit=a.limit,
+                     permutations=a.permutations, seeds=seeds, steps=a.steps, limit=a.limit,
                      base_seed=a.base_seed, init_scale=a.init_scale, template=template, device=a.device,
                      dtype=a.dtype, hidden=not a.no_hidden, chunk_size=a.chunk_size, batch_size=a.batch_size,
                      threads=a.threads, embedding_model=None if a.no_similarity else a.embedding_model)
     shard = parse_shard(a.shard)
+    if a.permutations is not None:
+        for note in permutation_notes(load_items(spec), spec):
+            print(f"note: {note}", file=sys.stderr)
     s = run_sweep(spec, shard, a.engine, progress=not a.no_progress, ray_address=a.ray_address, workers=a.workers)
     print(f"{s.out}: shard {shard[0]}/{shard[1]} {s.done}/{s.total} instances finished ({s.computed} this run in "
           f"{s.seconds:.1f} s, {s.instances_per_s:.2f} inst/s, overhead {100 * s.overhead:.1f}%)")
@@ -284,7 +301,66 @@ def _add_report(sub):
     p.add_argument("--similarity", default=None, help="a similarity JSON (default: the sweep's _similarity.json)")
     p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap replicates (default {N_BOOT})")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--mass-threshold", type=float, default=MASS_THRESHOLD, help="total option mass below which a "
+                   f"step is 'not answering' (default {MASS_THRESHOLD}; see backend/settings.py)")
     p.set_defaults(func=cmd_report)
+
+
+def _add_interventions(sub):
+    p = sub.add_parser("interventions", help="point of no return (noise at every step), backtrack splice, exit "
+                       "rules and latent dynamics of a model on a benchmark; writes OUT/_interventions.json, which "
+                       "'report OUT' includes")
+    p.add_argument("--model", default=None, help="a shipped model's name or a checkpoint directory (default: the "
+                   "first shipped model)")
+    p.add_argument("--benchmark", required=True, help="a benchmark JSONL file")
+    p.add_argument("--out", required=True, help="a directory (e.g. the sweep's results directory of the same model)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--variants", default="base,easy,nca")
+    p.add_argument("--permutations", type=int, default=DEFAULT_PERMUTATIONS,
+                   help="answer orders for the exit rules, dynamics and splice")
+    p.add_argument("--ponr-permutations", type=int, default=1, help="answer orders for the noise curve")
+    p.add_argument("--sigma", type=float, action="append", default=None,
+                   help="noise scale relative to the state's norm (repeat; default 0.5, 2 and 8)")
+    p.add_argument("--limit", type=int, default=None, help="the first N items only")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.set_defaults(func=cmd_interventions)
+
+
+def cmd_interventions(a) -> int:
+    check_steps(a.steps)
+    if a.steps < 2:
+        raise UsageError("an intervention study needs at least 2 steps")
+    for name, v in (("--permutations", a.permutations), ("--ponr-permutations", a.ponr_permutations)):
+        if v < 1:
+            raise UsageError(f"{name} must be >= 1, got {v}")
+    if a.limit is not None and a.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {a.limit}")
+    sigmas = a.sigma or [0.5, 2.0, 8.0]
+    if any(not 0 <= s < float("inf") for s in sigmas):
+        raise UsageError(f"--sigma must be a finite number >= 0, got {sigmas}")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {a.out} is a file: give a directory")
+    bench = load_benchmark(a.benchmark)
+    if not bench.items:
+        raise UsageError(f"{a.benchmark} has no usable items")
+    items = bench.items[: a.limit] if a.limit else bench.items
+    model_name = a.model or default_model_name()
+    if model_name is None:
+        raise LoopLensError("no --model given and no model is shipped in data/models")
+    bundle = load_bundle(model_name, device=a.device, dtype=a.dtype)
+    study = exit_report.intervention_study(
+        bundle, items, a.steps, parse_variants(a.variants), a.permutations, a.ponr_permutations, sigmas,
+        progress=lambda msg: print(msg, file=sys.stderr))
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / intervention_tables.INTERVENTIONS_FILE
+    try:
+        dest.write_text(json.dumps(study, indent=1), encoding="utf-8")
+    except OSError as exc:
+        raise LoopLensError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    print(f"wrote {dest}", file=sys.stderr)
+    return 0
 
 
 def cmd_report(a) -> int:
@@ -300,7 +376,9 @@ def cmd_report(a) -> int:
                              "report.json)")
     df = load_results(a.dir)
     sim = similarity.load_similarity(a.similarity) if a.similarity else None
-    rep = compute_report(df, similarity=sim, n_boot=a.n_boot, seed=a.seed)
+    rep = compute_report(df, similarity=sim, n_boot=a.n_boot, seed=a.seed,
+                         mass_threshold=check_mass_threshold(a.mass_threshold))
+    rep.update(_issue12_sections(a.dir, df, a.n_boot))
     if a.save:
         md, js = save_report(rep, a.save)
         print(f"wrote {md} and {js}", file=sys.stderr)
@@ -313,6 +391,23 @@ def cmd_report(a) -> int:
     elif not a.save:
         print(text)
     return 0
+
+
+def _issue12_sections(path, df, n_boot: int) -> dict:
+    """Exit rules and dynamics around backtracks from the rows (and their stored hidden states), plus the
+    tables of an intervention study saved beside them as DIR/_interventions.json (intervention_study)."""
+    hidden, study = None, None
+    if Path(path).is_dir():
+        keys, arr = load_hidden(path)
+        hidden = intervention_tables.align_hidden(df, keys, arr, KEY_COLUMNS)
+        sfile = Path(path) / intervention_tables.INTERVENTIONS_FILE
+        if sfile.is_file():
+            try:
+                study = json.loads(sfile.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise LoopLensError(f"{sfile} is not a readable intervention study ({exc}): rerun "
+                                    "python -m backend interventions") from None
+    return intervention_tables.report_sections(df, hidden, study, n_boot=min(n_boot, 1000))
 
 
 def _build_item(a):
@@ -332,8 +427,14 @@ def _build_item(a):
     return item.permuted(a.permutation) if a.permutation else item
 
 
+def _shown(text: str) -> str:
+    """User text for the terminal: control and other non-printable characters as escapes (\\x1b), never raw."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 def cmd_trace(a) -> int:
     check_steps(a.steps)
+    check_mass_threshold(a.mass_threshold)
     iv = interventions.intervention_from_args(a)
     if iv is not None:
         iv.check(a.steps)
@@ -353,26 +454,40 @@ def cmd_trace(a) -> int:
         return 0
     (tr,) = trace_items(bundle, [item], a.steps, seeds=a.seed if a.seed is not None else None,
                         init_scale=a.init_scale, template=template)
-    m = tr.metrics
+    m = tr.analyze(mass_threshold=a.mass_threshold)
     if a.json:
         d = tr.to_dict()
+        d["metrics"].update({"mass_threshold": m.mass_threshold, "n_low_mass": m.n_low_mass,
+                             "answering": m.answering})
         d.update({"final_answer": m.final_answer, "exploration_end": m.exploration_end,
-                  "backtracked": m.backtracked})
+                  "backtracked": m.backtracked, "mass_threshold": m.mass_threshold,
+                  "low_mass": [bool(x) for x in m.low_mass]})
         print(json.dumps(d))
         return 0
     letters = LETTERS
-    print(f"model {tr.model} ({tr.checkpoint_hash}), {tr.steps} steps, seed {tr.seed}, init scale {tr.init_scale}")
-    print(f"Q: {tr.question}")
+    print(f"model {_shown(tr.model)} ({tr.checkpoint_hash}), {tr.steps} steps, seed {tr.seed}, init scale {tr.init_scale}")
+    print(f"Q: {_shown(tr.question)}")
     for i, o in enumerate(tr.options):
         mark = "  (correct)" if tr.correct == i else ""
-        print(f"  {letters[i]}) {o}{mark}")
-    print("step  " + "  ".join(f"{letters[i]:>6}" for i in range(tr.n_options)) + "   mass  argmax")
+        print(f"  {letters[i]}) {_shown(o)}{mark}")
+    print("step  " + "  ".join(f"{letters[i]:>6}" for i in range(tr.n_options)) + "       mass  argmax")
     for t in range(tr.steps):
         row = "  ".join(f"{p:6.3f}" for p in tr.probs[t])
-        print(f"{t + 1:4d}  {row}  {tr.letter_mass[t]:5.3f}  {letters[m.argmax[t]]}")
+        flag = "  low mass" if m.low_mass[t] else ""
+        print(f"{t + 1:4d}  {row}  {tr.letter_mass[t]:9.3g}  {letters[m.argmax[t]]}{flag}")
     verdict = "" if m.is_correct is None else (" (correct)" if m.is_correct else " (wrong)")
-    print(f"final answer: {letters[m.final_answer]}) {tr.options[m.final_answer]}{verdict}")
-    print("exploration: " + (f"ends at step {m.exploration_end}" if m.converged else "never converged"))
+    print(f"final answer: {letters[m.final_answer]}) {_shown(tr.options[m.final_answer])}{verdict}")
+    print(f"option mass: {m.n_low_mass} of {tr.steps} steps below the mass threshold {m.mass_threshold:g} "
+          "('low mass': not answering; their beliefs are renormalised noise)"
+          + ("" if m.answering else "; the mass does not stay above it from exploration end on"))
+    later = ""
+    if m.later_argmax_change is not None:
+        later = f"; not final: the argmax changes again at step {m.later_argmax_change}"
+    elif m.later_kl_step is not None:
+        later = f"; not final: the step KL exceeds the threshold again at step {m.later_kl_step}"
+    print("exploration: " + (f"ends at step {m.exploration_end} (first step the KL stays <= "
+                             f"{m.params['kl_threshold']:g} for {m.params['kl_window']} steps){later}"
+                             if m.converged else "never converged"))
     print("commitments: " + (", ".join(f"{letters[c.option]} {c.start}-{c.end}" for c in m.commitments) or "none"))
     if m.backtracked:
         print("backtracked: " + ", ".join(f"{letters[a]}" for a in m.abandoned) + f" -> {letters[m.destination]}")

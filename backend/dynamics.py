@@ -20,7 +20,8 @@ from typing import Dict, Iterable, List, Sequence
 import numpy as np
 
 from .errors import UsageError
-from .metrics import TrajectoryMetrics, bootstrap_ci
+from .metrics import TrajectoryMetrics
+from .stats import bootstrap_ci
 
 QUANTITIES = ("step_size", "update_cos", "dist_final", "accel")
 EPS = 1e-12

@@ -10,8 +10,11 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .dynamics import backtrack_steps, dynamics, event_profiles
-from .metrics import analyze_trajectory, bootstrap_ci
+from .metrics import analyze_trajectory
+from .stats import bootstrap_ci
 from .stopping import exit_rule_table, records_from_results
+
+INTERVENTIONS_FILE = "_interventions.json"  # an intervention study saved in a sweep's results directory
 
 
 def final_backtrack(m):
@@ -125,3 +128,16 @@ def report_sections(df, hidden: Optional[np.ndarray] = None, study: Optional[Map
         out["interventions"] = {k: study[k] for k in ("parameters", "ponr", "ponr_summary", "ponr_changed_at_k",
                                                       "backtrack_splice") if k in study}
     return out
+
+
+def align_hidden(df, keys, hidden: np.ndarray, key_columns: Sequence[str]) -> Optional[np.ndarray]:
+    """The hidden states [rows, steps, E] in the order of ``df``'s rows, matched on ``key_columns`` (``keys``: a
+    table of those columns for ``hidden``'s rows); None when any row of ``df`` has no stored states."""
+    if hidden is None or len(hidden) == 0 or len(keys) != len(hidden):
+        return None
+    cols = list(key_columns)
+    where = {tuple(r): i for i, r in enumerate(keys[cols].itertuples(index=False, name=None))}
+    idx = [where.get(tuple(r)) for r in df[cols].itertuples(index=False, name=None)]
+    if any(i is None for i in idx):
+        return None
+    return np.asarray(hidden)[idx]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
@@ -21,7 +22,7 @@ import numpy as np
 
 from .errors import UsageError
 
-from .settings import MAX_OPTIONS, MIN_OPTIONS  # noqa: E402,F401  (re-exported)
+from .settings import MAX_DEFAULT_ORDERS, MAX_OPTIONS, MIN_OPTIONS  # noqa: E402,F401  (re-exported)
 VARIANTS = ("base", "easy", "nca")
 # Bounds checked before anything is built or tokenised: no model context holds a question this long, and a
 # benchmark line is one item (a few hundred characters); deeper JSON than this is not an item.
@@ -109,28 +110,86 @@ class Item:
                 "order": list(self.order)}
 
 
-def _all_orders(n: int, seed: int) -> List[Tuple[int, ...]]:
-    rest = [p for p in itertools.permutations(range(n)) if p != tuple(range(n))]
+def _block_bases(n: int, seed: int) -> List[Tuple[int, ...]]:
+    """One order per block of n cyclic rotations for n <= 7: every order starting with option 0 (each of the n!
+    orders is exactly one rotation of one of them); the identity first, the rest shuffled by ``seed``."""
+    rest = [(0,) + p for p in itertools.permutations(range(1, n)) if p != tuple(range(1, n))]
     rng = np.random.default_rng([seed, n])
-    idx = rng.permutation(len(rest))
-    return [tuple(range(n))] + [rest[i] for i in idx]
+    return [tuple(range(n))] + [rest[i] for i in rng.permutation(len(rest))]
+
+
+def _rotations(n: int, block: int, seed: int) -> List[int]:
+    """The order in which block ``block`` visits its n rotations (block 0 starts with rotation 0: the identity)."""
+    rng = np.random.default_rng([seed, n, block, 1])
+    if block == 0:
+        return [0] + [1 + int(i) for i in rng.permutation(n - 1)]
+    return [int(i) for i in rng.permutation(n)]
 
 
 def permutation_order(n: int, k: int, seed: int = 0) -> List[int]:
     """The k-th answer order for n options: a list ``perm`` with shown option i = original option perm[i].
 
-    k = 0 is the original order.  For n <= 7 the orders 1..n!-1 are every other order, shuffled by ``seed``
-    (so 24 consecutive permutations of 4 options are all distinct and balance positions; k >= n! cycles).
-    For larger n they are seeded random draws.
+    The orders come in **balanced blocks** of n: block b = k // n holds the n cyclic rotations of one base order
+    (a Latin square), so every option sits in every position exactly once per block.  For n <= 7 the n!/n blocks
+    together are all n! distinct orders (the first n! permutations: each order once, each option in each position
+    (n-1)! times); k >= n! repeats whole cycles.  k = 0 is the original order.  Bases (and the order of the
+    rotations inside a block) are shuffled by ``seed``; for n > 7 the bases are seeded random orders.
     """
     if k < 0:
         raise UsageError(f"permutation must be >= 0, got {k}")
     if k == 0:
         return list(range(n))
+    block, j = divmod(k, n)
     if n <= 7:
-        orders = _all_orders(n, seed)
-        return list(orders[k % len(orders)])
-    return [int(i) for i in np.random.default_rng([seed, n, k]).permutation(n)]
+        bases = _block_bases(n, seed)
+        block %= len(bases)
+        base = bases[block]
+    else:
+        base = tuple(range(n)) if block == 0 else \
+            tuple(int(i) for i in np.random.default_rng([seed, n, block]).permutation(n))
+    r = _rotations(n, block, seed)[j]
+    return [base[(i + r) % n] for i in range(n)]
+
+
+def distinct_orders(n: int) -> int:
+    """How many distinct answer orders n options have (n!)."""
+    return math.factorial(n)
+
+
+def balanced_permutation_count(n: int, requested: Optional[int] = None) -> int:
+    """The number of answer orders a sweep runs for an item with n options.
+
+    ``None`` = all distinct orders (n!; above ``MAX_DEFAULT_ORDERS`` the largest whole number of n-order blocks that
+    fits in it).  A request up to n! is run as asked (the first orders: balanced when it is a multiple of n, see
+    :func:`permutation_note`); a request above n! is rounded *up* to whole cycles of all n! orders -- every order
+    equally often, never a partial block."""
+    full = distinct_orders(n)
+    if requested is None:
+        return full if full <= MAX_DEFAULT_ORDERS else n * (MAX_DEFAULT_ORDERS // n)
+    if isinstance(requested, bool) or not isinstance(requested, (int, np.integer)) or requested < 1:
+        raise UsageError(f"the number of answer orders must be a whole number >= 1, got {requested!r}")
+    requested = int(requested)
+    if requested <= full:
+        return requested
+    return -(-requested // full) * full
+
+
+def permutation_note(n: int, requested: Optional[int]) -> Optional[str]:
+    """A sentence on a request for ``requested`` orders of n options: rounded up to whole cycles, or too few for
+    balanced positions (None when it is balanced as asked)."""
+    if requested is None:
+        return None
+    got = balanced_permutation_count(n, requested)
+    full = distinct_orders(n)
+    if got != requested:
+        return (f"{requested} answer orders asked for {n} options: running {got}, {got // full} whole cycles of all "
+                f"{full} distinct orders (every order equally often); a partial cycle would repeat some orders and "
+                "put some options in some positions more often")
+    if got % n:
+        return (f"{requested} answer orders for {n} options is not a multiple of {n}: options do not sit in every "
+                f"position equally often (use a multiple of {n}, or the default: all {min(full, MAX_DEFAULT_ORDERS)} "
+                "orders), so position statistics are confounded with the design")
+    return None
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import UsageError
 
-from .settings import KL_THRESHOLD, KL_WINDOW, RUN_LENGTH  # noqa: F401  (re-exported)
+from .settings import KL_THRESHOLD, KL_WINDOW, MASS_THRESHOLD, RUN_LENGTH  # noqa: F401  (re-exported)
 # Probabilities are clipped to this floor inside logarithms so that a KL stays finite when a belief is exactly 0.
 LOG_FLOOR = 1e-12
 
@@ -49,6 +49,54 @@ class TrajectoryMetrics:
     destination: Optional[int]  # the final answer when the instance backtracked, else None
     frontrunner: Optional[int]  # option of the first commitment
     params: Dict[str, float] = field(default_factory=dict)
+    # Option mass (method.md, "Reporting rules"): None when the total option mass per step was not given.
+    mass: Optional[np.ndarray] = None  # [T] total option mass per step
+    mass_threshold: float = MASS_THRESHOLD
+    low_mass: Optional[np.ndarray] = None  # [T] bool: the step is "not answering" (mass < threshold)
+
+    @property
+    def n_low_mass(self) -> Optional[int]:
+        """Steps whose total option mass is below the threshold (None when the mass is unknown)."""
+        return None if self.low_mass is None else int(self.low_mass.sum())
+
+    @property
+    def answering(self) -> Optional[bool]:
+        """True when the option mass stays >= the threshold at every step from exploration end on (from the last
+        step when the instance never converges); None when the mass is unknown."""
+        if self.low_mass is None:
+            return None
+        start = self.exploration_end if self.exploration_end is not None else self.n_steps
+        return not bool(self.low_mass[start - 1:].any())
+
+    @property
+    def later_argmax_change(self) -> Optional[int]:
+        """First step after exploration end at which the argmax differs from the step before (None: none, or
+        never converged).  Exploration end is not final: the belief may move again."""
+        if self.exploration_end is None:
+            return None
+        for t in range(self.exploration_end + 1, self.n_steps + 1):
+            if self.argmax[t - 1] != self.argmax[t - 2]:
+                return t
+        return None
+
+    @property
+    def later_kl_step(self) -> Optional[int]:
+        """First step t after the exploration window whose step KL (from t to t+1) exceeds the threshold again."""
+        if self.exploration_end is None:
+            return None
+        thr = self.params.get("kl_threshold", KL_THRESHOLD)
+        win = int(self.params.get("kl_window", KL_WINDOW))
+        for t in range(self.exploration_end + win, self.n_steps):
+            if self.kl[t - 1] > thr:
+                return t
+        return None
+
+    @property
+    def backtracks_after_exploration_end(self) -> List[Tuple[Run, Run]]:
+        """The backtracks whose new commitment starts after exploration end."""
+        if self.exploration_end is None:
+            return []
+        return [(a, b) for a, b in self.backtracks if b.start > self.exploration_end]
 
     @property
     def converged(self) -> bool:
@@ -82,6 +130,10 @@ class TrajectoryMetrics:
             "commitments": [asdict(c) for c in self.commitments],
             "final_entropy": float(self.entropy[-1]),
             "mean_entropy": float(self.entropy.mean()),
+            "mass_threshold": self.mass_threshold,
+            "n_low_mass": self.n_low_mass,
+            "answering": self.answering,
+            "later_argmax_change": self.later_argmax_change,
         }
 
 
@@ -135,25 +187,24 @@ def argmax_runs(argmax: Sequence[int]) -> List[Run]:
     return runs
 
 
-def analyze_trajectory(
-    probs,
-    correct: Optional[int] = None,
-    kl_threshold: float = KL_THRESHOLD,
-    kl_window: int = KL_WINDOW,
-    run_length: int = RUN_LENGTH,
-) -> TrajectoryMetrics:
-    """All per-instance metrics of method.md for beliefs ``probs`` [steps, n_options]."""
-    p = _validate_probs(probs)
-    T, n = p.shape
-    if correct is not None and not 0 <= int(correct) < n:
-        raise UsageError(f"correct index {correct} is out of range for {n} options")
-    if kl_window < 1 or run_length < 1:
-        raise UsageError("kl_window and run_length must be >= 1")
-    H = entropy(p)
-    kl = step_kl(p)
-    am = p.argmax(axis=1)  # ties: lowest index
-    runs = argmax_runs(am)
-    commitments = [r for r in runs if r.length >= run_length]
+def low_mass_flags(mass, threshold: float = MASS_THRESHOLD) -> np.ndarray:
+    """Per step: True where the total option mass is below ``threshold`` (the step is "not answering")."""
+    check_mass_threshold(threshold)
+    return np.asarray(mass, dtype=np.float64) < threshold
+
+
+def check_mass_threshold(threshold) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)) \
+            or not 0 <= float(threshold) <= 1:
+        raise UsageError(f"the mass threshold must be a number between 0 and 1, got {threshold!r}")
+    return float(threshold)
+
+
+def backtrack_verdict(argmax: Sequence[int], run_length: int = RUN_LENGTH) -> Tuple[bool, List[int], List[Run]]:
+    """(backtracked, abandoned options in order, commitments) of an argmax sequence under the paper's rule with
+    commitments of ``run_length`` steps (the rule of :func:`analyze_trajectory`, reusable for sensitivity)."""
+    am = np.asarray(argmax)
+    commitments = [r for r in argmax_runs(am) if r.length >= run_length]
     final = int(am[-1])
     # Backtracking: a commitment to a, later a commitment to b != a, and b is the final answer.
     final_commit_idx = [i for i, c in enumerate(commitments) if c.option == final]
@@ -166,6 +217,56 @@ def analyze_trajectory(
                 backtracked = True
                 if c.option not in abandoned:
                     abandoned.append(c.option)
+    return backtracked, abandoned, commitments
+
+
+def exploration_ends(kl, threshold: float = KL_THRESHOLD, window: int = KL_WINDOW) -> np.ndarray:
+    """:func:`exploration_end` for many instances at once: ``kl`` [N, T-1] -> [N] float (NaN = never converged)."""
+    ok = np.asarray(kl, dtype=np.float64) <= threshold
+    N, L = ok.shape if ok.ndim == 2 else (0, 0)
+    out = np.full(N, np.nan)
+    if L < window:
+        return out
+    c = np.concatenate([np.zeros((N, 1)), np.cumsum(ok, axis=1)], axis=1)
+    full = (c[:, window:] - c[:, :-window]) == window  # [N, L-window+1]: window starting at t is all ok
+    has = full.any(axis=1)
+    out[has] = full[has].argmax(axis=1) + 1
+    return out
+
+
+def analyze_trajectory(
+    probs,
+    correct: Optional[int] = None,
+    kl_threshold: float = KL_THRESHOLD,
+    kl_window: int = KL_WINDOW,
+    run_length: int = RUN_LENGTH,
+    mass=None,
+    mass_threshold: float = MASS_THRESHOLD,
+) -> TrajectoryMetrics:
+    """All per-instance metrics of method.md for beliefs ``probs`` [steps, n_options].
+
+    ``mass``: the total option mass per step [steps] (or the raw masses [steps, n_options], summed), when known;
+    steps below ``mass_threshold`` are flagged in ``low_mass`` ("not answering")."""
+    p = _validate_probs(probs)
+    T, n = p.shape
+    if correct is not None and not 0 <= int(correct) < n:
+        raise UsageError(f"correct index {correct} is out of range for {n} options")
+    if kl_window < 1 or run_length < 1:
+        raise UsageError("kl_window and run_length must be >= 1")
+    mass_threshold = check_mass_threshold(mass_threshold)
+    total = None
+    if mass is not None:
+        total = np.asarray(mass, dtype=np.float64)
+        if total.ndim == 2:
+            total = total.sum(axis=1)
+        if total.shape != (T,):
+            raise UsageError(f"mass must have one value per step ({T}), got shape {total.shape}")
+    H = entropy(p)
+    kl = step_kl(p)
+    am = p.argmax(axis=1)  # ties: lowest index
+    runs = argmax_runs(am)
+    backtracked, abandoned, commitments = backtrack_verdict(am, run_length)
+    final = int(am[-1])
     return TrajectoryMetrics(
         n_steps=T,
         n_options=n,
@@ -184,4 +285,7 @@ def analyze_trajectory(
         destination=final if backtracked else None,
         frontrunner=commitments[0].option if commitments else None,
         params={"kl_threshold": kl_threshold, "kl_window": kl_window, "run_length": run_length},
+        mass=total,
+        mass_threshold=mass_threshold,
+        low_mass=None if total is None else total < mass_threshold,
     )

@@ -7,10 +7,16 @@ Conventions every figure follows, so tests can assert on them:
 * belief figure: exactly one trace per option; commitments are ``layout.shapes`` named ``"commitment"``, the
   exploration end is a shape named ``"exploration_end"``, each backtrack is an annotation named ``"backtrack"``
   with text ``"A -> B"``;
-* steps on the x axis are 1-based, like every metric.
+* steps whose total option mass is below the mass threshold ("not answering") are greyed in every one-instance
+  figure: grey ``layout.shapes`` named ``"low_mass"`` over those steps, grey markers there, and the legend title
+  says so;
+* steps on the x axis are 1-based, like every metric;
+* text that comes from users (options, tokens, item ids, variant names from files) goes through :func:`text`:
+  Plotly renders a subset of HTML in names, labels and hovers (links included), so it is shown as text.
 """
 from __future__ import annotations
 
+import html
 import shutil
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
@@ -20,7 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .errors import LoopLensError
-from .metrics import KL_THRESHOLD, TrajectoryMetrics
+from .metrics import KL_THRESHOLD, MASS_THRESHOLD, TrajectoryMetrics
 from .trace import Band, BeliefBand, Trace, TraceSet
 
 from .settings import LETTERS  # noqa: E402
@@ -55,8 +61,15 @@ def _short(text: str, n: int = 28) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def text(s, n: Optional[int] = None) -> str:
+    """User text for a Plotly name, label or hover: shortened to ``n`` characters (if given) and HTML-escaped,
+    so ``<a href=…>`` shows as written instead of becoming a link."""
+    s = _short(s, n) if n else str(s)
+    return html.escape(s, quote=False)
+
+
 def option_name(i: int, option: str, correct: Optional[int]) -> str:
-    name = f"{LETTERS[i]}) {_short(option)}"
+    name = f"{LETTERS[i]}) {text(option, 28)}"
     return name + " ✓ correct" if correct is not None and i == correct else name
 
 
@@ -96,6 +109,49 @@ def _base_layout(fig: go.Figure, title: str, ytitle: str, xtitle: str = "recurre
     return fig
 
 
+# ---------------------------------------------------------------------------------------------- option mass
+LOW_MASS_COLOR = "#9e9e9e"
+
+
+def low_mass_spans(low_mass) -> list:
+    """Contiguous runs of low-mass steps as (first, last) 1-based steps."""
+    spans, start = [], None
+    flags = list(low_mass) if low_mass is not None else []
+    for t, f in enumerate(flags + [False], start=1):
+        if f and start is None:
+            start = t
+        elif not f and start is not None:
+            spans.append((start, t - 1))
+            start = None
+    return spans
+
+
+def low_mass_note(m: TrajectoryMetrics) -> str:
+    return (f"grey steps: option mass < {m.mass_threshold:g}, not answering ({m.n_low_mass} of {m.n_steps}; "
+            "their belief is renormalised noise)")
+
+
+def _grey_low_mass(fig: go.Figure, m: TrajectoryMetrics, legend: bool = True) -> None:
+    """Grey out the steps whose total option mass is below the threshold, and say so in the legend (or, in a
+    figure without a legend, in a note above the plot)."""
+    if m.low_mass is None or not m.low_mass.any():
+        return
+    note = [] if legend else [dict(xref="paper", yref="paper", x=0, y=1.0, xanchor="left", yanchor="bottom",
+                                   text=low_mass_note(m), showarrow=False, font=dict(size=10, color="#666"),
+                                   name="low_mass_note")]
+    _add(fig, [dict(type="rect", xref="x", yref="paper", x0=a - 0.5, x1=b + 0.5, y0=0, y1=1,
+                    fillcolor=LOW_MASS_COLOR, opacity=0.22, line=dict(width=0), layer="below", name="low_mass")
+               for a, b in low_mass_spans(m.low_mass)], note)
+    if legend:
+        fig.update_layout(legend_title_text=low_mass_note(m))
+
+
+def _marker_colors(color: str, m: TrajectoryMetrics, K: int):
+    if m.low_mass is None or not m.low_mass.any():
+        return color
+    return [LOW_MASS_COLOR if m.low_mass[t] else color for t in range(K)]
+
+
 # ---------------------------------------------------------------------------------------------- one instance
 def belief_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Optional[str] = None,
                   upto: Optional[int] = None) -> go.Figure:
@@ -110,10 +166,11 @@ def belief_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Opt
         fig.add_trace(go.Scatter(
             x=x, y=probs[:, i], mode="lines+markers", name=option_name(i, trace.options[i], trace.correct),
             line=dict(color=option_color(i), width=4 if is_c else 2),
-            marker=dict(size=5, symbol="star" if is_c else "circle"),
+            marker=dict(size=5, symbol="star" if is_c else "circle", color=_marker_colors(option_color(i), m, K)),
             hovertemplate=f"{LETTERS[i]}: %{{y:.3f}}<extra></extra>",
         ))
     _decorate_instance(fig, m, K)
+    _grey_low_mass(fig, m)
     fig.update_yaxes(range=[0, 1.12])
     if upto is not None:
         _add(fig, [vline(upto, "cursor", width=1, dash="dot")])
@@ -127,7 +184,9 @@ def _decorate_instance(fig: go.Figure, m: TrajectoryMetrics, K: int) -> None:
     if m.exploration_end is not None:
         shapes.append(vline(m.exploration_end, "exploration_end"))
         ann.append(dict(x=m.exploration_end, y=1.09, xref="x", yref="y", showarrow=False, xanchor="left",
-                        text=f" exploration ends (step {m.exploration_end})", font=dict(size=11),
+                        text=f" exploration end (step {m.exploration_end})" + (
+                            f"; the argmax changes again at step {m.later_argmax_change}"
+                            if m.later_argmax_change is not None else ""), font=dict(size=11),
                         name="exploration_label"))
     else:
         ann.append(dict(x=K, y=1.09, xref="x", yref="y", text="never converged", showarrow=False, xanchor="right",
@@ -140,8 +199,9 @@ def _decorate_instance(fig: go.Figure, m: TrajectoryMetrics, K: int) -> None:
     _add(fig, shapes, ann)
 
 
-def mass_figure(trace, title: Optional[str] = None) -> go.Figure:
-    """Raw mass of each option's letter tokens in the full vocabulary, and their total (the 'answering' mass)."""
+def mass_figure(trace, title: Optional[str] = None, threshold: Optional[float] = None) -> go.Figure:
+    """Raw mass of each option's letter tokens in the full vocabulary, and their total (the 'answering' mass), with
+    the mass threshold line; steps below it greyed."""
     raw = np.asarray(trace.raw_mass)
     K, n = raw.shape
     x = _steps(K)
@@ -151,6 +211,11 @@ def mass_figure(trace, title: Optional[str] = None) -> go.Figure:
                                  line=dict(color=option_color(i), width=2)))
     fig.add_trace(go.Scatter(x=x, y=raw.sum(axis=1), mode="lines", name="total letter mass",
                              line=dict(color="black", width=2, dash="dash")))
+    thr = MASS_THRESHOLD if threshold is None else threshold
+    m = trace.analyze(mass_threshold=thr) if threshold is not None else trace.metrics
+    _add(fig, [hline(thr, "mass_threshold", color=LOW_MASS_COLOR)],
+         [line_label(thr, f"mass threshold {thr:g}", "mass_threshold_label", color="#666")])
+    _grey_low_mass(fig, m)
     fig.update_yaxes(range=[0, 1.02])
     return _base_layout(fig, title or "Raw option mass (full vocabulary)", "probability")
 
@@ -170,6 +235,7 @@ def kl_figure(trace, threshold: float = KL_THRESHOLD, metrics: Optional[Trajecto
     _add(fig, shapes, ann)
     fig.update_yaxes(type="log", exponentformat="power")
     fig.update_layout(showlegend=False)
+    _grey_low_mass(fig, m, legend=False)
     return _base_layout(fig, title or "Step KL divergence", "KL (nats, log scale)", "step t")
 
 
@@ -185,13 +251,14 @@ def entropy_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Op
     _add(fig, shapes, [line_label(hmax, f"uniform = log {trace.n_options}", "max_entropy_label", yanchor="top")])
     fig.update_yaxes(range=[0, hmax * 1.08])
     fig.update_layout(showlegend=False)
+    _grey_low_mass(fig, m, legend=False)
     return _base_layout(fig, title or "Entropy of the belief", "entropy (nats)")
 
 
 def top_tokens_figure(trace, step: int) -> go.Figure:
     """The most probable tokens of the full vocabulary at one step (1-based)."""
     t = int(step) - 1
-    toks = [repr(s) for s in trace.top_tokens[t]]
+    toks = [text(repr(s)) for s in trace.top_tokens[t]]
     probs = np.asarray(trace.top_probs[t], dtype=float)
     option_ids = {tid: i for i, ids in enumerate(trace.option_token_ids) for tid in ids}
     colors = [option_color(option_ids[int(tid)]) if int(tid) in option_ids else "#999"
@@ -275,14 +342,14 @@ def variant_belief_figure(bands: Mapping[str, BeliefBand], title: Optional[str] 
     """
     variants = list(bands)
     fig = make_subplots(rows=1, cols=len(variants), shared_yaxes=True, horizontal_spacing=0.03,
-                        subplot_titles=[f"{VARIANT_NAMES.get(v, v)} (n={bands[v].n})" for v in variants])
+                        subplot_titles=[f"{VARIANT_NAMES.get(v) or text(v)} (n={bands[v].n})" for v in variants])
     for c, v in enumerate(variants, start=1):
         b = bands[v]
         mean, lo, hi = (np.asarray(a) for a in b)
         x = _steps(mean.shape[0])
         for i, opt in enumerate(b.options):
             is_c = b.correct is not None and i == b.correct
-            label = f"{_short(opt, 22)}{' ✓' if is_c else ''}"
+            label = f"{text(opt, 22)}{' ✓' if is_c else ''}"
             band_traces(fig, x, mean[:, i], lo[:, i], hi[:, i], option_color(i), label,
                         width=4 if is_c else 2, row=1, col=c, legendgroup=f"{v}-{i}")
     fig.update_yaxes(range=[0, 1.02])
@@ -301,7 +368,7 @@ def entropy_bands_figure(bands: Mapping[str, Union[Band, Tuple[np.ndarray, np.nd
     for v, (mean, lo, hi) in bands.items():
         x = _steps(len(mean))
         band_traces(fig, x, np.asarray(mean), np.asarray(lo), np.asarray(hi), VARIANT_COLORS.get(v, "#444"),
-                    VARIANT_NAMES.get(v, v))
+                    VARIANT_NAMES.get(v) or text(v))
     fig.update_layout(hovermode="closest")
     return _base_layout(fig, title or "Entropy by variant (mean, 95% band)",
                         "normalised entropy" if normalised else "entropy (nats)")
@@ -314,6 +381,7 @@ def projection_figure(paths: Sequence[Tuple[str, np.ndarray]], title: Optional[s
     fig = go.Figure()
     dashes = ["solid", "dash", "dot", "dashdot", "longdash"]
     for j, (label, xy) in enumerate(paths):
+        label = text(label)
         xy = np.asarray(xy)
         K = len(xy)
         fig.add_trace(go.Scatter(
@@ -338,7 +406,7 @@ def convergence_heatmap(cmap: np.ndarray, tokens: Sequence[str], title: Optional
     """Each prompt position's relative distance to its final state per step, on a log colour scale."""
     z = np.log10(np.maximum(np.asarray(cmap, dtype=float), 1e-6))
     K, S = z.shape
-    labels = [f"{j}: {tok!r}" for j, tok in enumerate(tokens)]
+    labels = [f"{j}: {text(repr(tok))}" for j, tok in enumerate(tokens)]
     lo, hi = float(np.floor(z.min())), float(np.ceil(max(z.max(), z.min() + 1)))
     ticks = np.arange(lo, hi + 1)
     fig = go.Figure(go.Heatmap(
@@ -365,7 +433,7 @@ def exploration_length_figure(frame, title: Optional[str] = None) -> go.Figure:
              sorted(set(frame["variant"]) - {"base", "easy", "nca"}):
         sub = frame[frame["variant"] == v]["exploration_end"]
         never = int(sub.isna().sum())
-        fig.add_trace(go.Box(y=sub.dropna(), name=f"{VARIANT_NAMES.get(v, v)} (never: {never}/{len(sub)})",
+        fig.add_trace(go.Box(y=sub.dropna(), name=f"{VARIANT_NAMES.get(v) or text(v)} (never: {never}/{len(sub)})",
                              marker_color=VARIANT_COLORS.get(v, "#444"), boxmean=True))
     fig.update_layout(showlegend=False, hovermode="closest")
     return _base_layout(fig, title or "Exploration length per variant", "exploration length (steps)", "variant")
@@ -438,8 +506,20 @@ def report_entropy_figure(rep: dict, normalised: bool = True) -> go.Figure:
         for v in [v for v in ("base", "easy", "nca") if v in set(df["variant"])]:
             g = df[df["variant"] == v].sort_values("step")
             bands[v] = tuple(g[c + sfx].astype(float).to_numpy() for c in ("mean", "lo", "hi"))
-    return entropy_bands_figure(bands, title="Entropy by variant (mean over instances, 95% item-bootstrap band)",
-                                normalised=normalised)
+    fig = entropy_bands_figure(bands, title="Entropy by variant (mean over instances, 95% item-bootstrap band)",
+                               normalised=normalised)
+    low = {}
+    if len(df) and "low_mass_share" in df.columns:
+        for v in bands:
+            g = df[df["variant"] == v].sort_values("step")
+            last = g["low_mass_share"].iloc[-1] if len(g) else None
+            if last is not None and not pd.isna(last):
+                low[v] = float(last)
+    if low:
+        thr = (rep.get("meta") or {}).get("mass_threshold", MASS_THRESHOLD)
+        fig.update_layout(legend_title_text=f"instances below the mass threshold {thr:g} at the last step: " +
+                          ", ".join(f"{VARIANT_NAMES.get(v, v)} {x:.0%}" for v, x in low.items()))
+    return fig
 
 
 def report_exploration_pair_figure(rep: dict) -> go.Figure:
@@ -450,7 +530,7 @@ def report_exploration_pair_figure(rep: dict) -> go.Figure:
     if rows:
         x = [r["base"] for r in rows]
         y = [r["easy"] for r in rows]
-        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name="items", text=[r["item_id"] for r in rows],
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name="items", text=[text(r["item_id"]) for r in rows],
                                  marker=dict(size=7, color="#1f77b4", opacity=0.6),
                                  hovertemplate="%{text}: base %{x:.1f}, easy %{y:.1f}<extra></extra>"))
         hi = max(max(x), max(y), 1)
@@ -464,15 +544,31 @@ def report_exploration_pair_figure(rep: dict) -> go.Figure:
 
 
 def report_rank_figure(rep: dict) -> go.Figure:
-    """Abandoned-answer similarity rank shares (Base) with intervals, against chance (1/3)."""
+    """Similarity rank shares (Base) with intervals: the abandoned answers beside the two baselines -- the model's
+    other wrong choices and its frontrunner -- and chance (1/3)."""
+    base = (rep.get("variants") or {}).get("base") or next(
+        (g for g in rep.get("groups", []) if g.get("variant") == "base" and g.get("domain") == "all"), {})
     rows = {r["key"]: r for r in rep.get("headline", [])}
-    vals, lo, hi = [], [], []
-    for j in (1, 2, 3):
-        r = rows.get(f"abandoned_rank_{j}") or {}
-        vals.append(r.get("value") if r.get("value") is not None else np.nan)
-        lo.append(r.get("lo") if r.get("lo") is not None else np.nan)
-        hi.append(r.get("hi") if r.get("hi") is not None else np.nan)
-    return rank_share_figure(vals, lo, hi, title="Abandoned answer: similarity rank among the distractors (Base)")
+    series = [("abandoned answers", "#1f77b4", [rows.get(f"abandoned_rank_{j}") or {} for j in (1, 2, 3)])]
+    for name, key, color in (("wrong choices", "wrong_choice_similarity_ranks", "#7f7f7f"),
+                             ("frontrunner", "frontrunner_similarity_ranks", "#ff7f0e")):
+        d = base.get(key)
+        if isinstance(d, dict):
+            series.append((f"{name} (n {d.get('n', 0)})", color, [d.get(f"rank_{j}") or {} for j in (1, 2, 3)]))
+    fig = go.Figure()
+    x = [f"rank {k}" for k in (1, 2, 3)]
+    for name, color, sts in series:
+        v = np.array([s.get("value") if s.get("value") is not None else np.nan for s in sts], dtype=float)
+        lo = np.array([s.get("lo") if s.get("lo") is not None else np.nan for s in sts], dtype=float)
+        hi = np.array([s.get("hi") if s.get("hi") is not None else np.nan for s in sts], dtype=float)
+        fig.add_trace(go.Bar(x=x, y=v, name=name, marker_color=color,
+                             error_y=dict(type="data", symmetric=False, array=hi - v, arrayminus=v - lo)))
+    _add(fig, [hline(1 / 3, "chance", color="#d62728")],
+         [line_label(1 / 3, "chance 1/3", "chance_label", color="#d62728")])
+    fig.update_yaxes(range=[0, 1])
+    fig.update_layout(barmode="group", hovermode="closest")
+    return _base_layout(fig, "Similarity rank among the distractors (Base): abandoned answers vs the model's other "
+                        "wrong choices and its frontrunner", "share", "similarity rank (1 = most similar to the stem)")
 
 
 def report_backtracking_figure(rep: dict) -> go.Figure:
@@ -489,7 +585,7 @@ def report_backtracking_figure(rep: dict) -> go.Figure:
         hi.append(s.get("hi") if s.get("hi") is not None else np.nan)
     for d in rep.get("destinations", []):
         if d.get("variant") == "base":
-            labels.append(f"backtracks ending {d['destination']}")
+            labels.append(f"backtracks ending {text(d['destination'])}")
             v.append(d.get("value") if d.get("value") is not None else np.nan)
             lo.append(d.get("lo") if d.get("lo") is not None else np.nan)
             hi.append(d.get("hi") if d.get("hi") is not None else np.nan)
@@ -502,7 +598,7 @@ def report_backtracking_figure(rep: dict) -> go.Figure:
 def report_exploration_hist_figure(rep: dict) -> go.Figure:
     fig = go.Figure()
     for v, h in (rep.get("exploration_hist") or {}).items():
-        fig.add_trace(go.Bar(x=h["length"], y=h["count"], name=f"{VARIANT_NAMES.get(v, v)} "
+        fig.add_trace(go.Bar(x=h["length"], y=h["count"], name=f"{VARIANT_NAMES.get(v) or text(v)} "
                              f"(never: {h['never_converged']}/{h['n']})", marker_color=VARIANT_COLORS.get(v, "#444"),
                              opacity=0.75))
     fig.update_layout(barmode="overlay", hovermode="closest")

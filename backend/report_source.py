@@ -50,3 +50,31 @@ def results_source(text: str) -> ResultsSource:
         raise UsageError(f"{p} holds no sweep results (no part-*.parquet)")
     parts = [p] if p.is_file() else list(p.glob("part-*.parquet"))
     return ResultsSource("rows", p, max((q.stat().st_mtime for q in parts), default=0.0))
+
+
+# The report fields the Benchmark page reads, with the JSON type each must have (lists hold objects).
+REPORT_FIELDS = {"meta": dict, "headline": list, "groups": list, "exploration": dict, "entropy_curves": list,
+                 "exploration_hist": dict, "destinations": list}
+_JSON_NAMES = {dict: "an object", list: "a list", str: "text", int: "a number", float: "a number",
+               bool: "true/false", type(None): "null"}
+
+
+def check_report(rep, where: str) -> dict:
+    """``rep`` if it has the shape of a LoopLens report the page can show, else a UsageError naming the first field
+    that is missing or of the wrong type (a damaged file, or one from another version)."""
+    def bad(what: str) -> UsageError:
+        return UsageError(f"{where} is not a report this version can show ({what}); recompute it with "
+                          "`python -m backend report RESULTS_DIR --save DIR`")
+
+    if not isinstance(rep, dict):
+        raise bad(f"the file holds {_JSON_NAMES.get(type(rep), type(rep).__name__)}, not an object")
+    for name, kind in REPORT_FIELDS.items():
+        if name not in rep:
+            raise bad(f"no field {name!r}")
+        v = rep[name]
+        if not isinstance(v, kind):
+            raise bad(f"field {name!r} is {_JSON_NAMES.get(type(v), type(v).__name__)}, not {_JSON_NAMES[kind]}")
+        items = v if isinstance(v, list) else list(v.values()) if name == "exploration_hist" else []
+        if any(not isinstance(x, dict) for x in items):
+            raise bad(f"field {name!r} holds entries that are not objects")
+    return rep

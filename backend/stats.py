@@ -17,6 +17,10 @@ Two bootstraps, both percentile intervals with seeded draws (a report is reprodu
   item the cluster bootstrap equals :func:`bootstrap_ci`.
 
 :func:`chisquare_uniform`: :func:`scipy.stats.chisquare` against equal expected counts.
+:func:`contingency_test`: :func:`scipy.stats.chi2_contingency` on a table of counts (columns that are empty in
+every row dropped), e.g. final-answer positions against correct-answer positions.
+:func:`mantel_haenszel_parts`: the per-stratum numerators and denominators of the Mantel-Haenszel risk difference
+and risk ratio, so that their item bootstrap is a ratio of sums like every other statistic.
 """
 from __future__ import annotations
 
@@ -46,7 +50,9 @@ def bootstrap_ci(values, stat=np.mean, n_boot: int = N_BOOT, ci: float = CI, see
     est = np.asarray(stat(v, axis=axis))
     if v.shape[axis] < 2:
         return est, est.copy(), est.copy()
-    res = _sps.bootstrap((v,), stat, n_resamples=n_boot, confidence_level=ci, method="percentile",
+    # Resamples are drawn in batches of at most ~4M numbers (bounded memory; the draws are the same).
+    batch = max(1, min(n_boot, (4 * 2**20) // max(1, v.size)))
+    res = _sps.bootstrap((v,), stat, n_resamples=n_boot, batch=batch, confidence_level=ci, method="percentile",
                          rng=np.random.default_rng(seed), vectorized=True, axis=axis)
     return est, np.asarray(res.confidence_interval.low), np.asarray(res.confidence_interval.high)
 
@@ -127,3 +133,36 @@ def chisquare_uniform(counts) -> Tuple[float, float]:
         return float("nan"), float("nan")
     res = _sps.chisquare(counts)
     return float(res.statistic), float(res.pvalue)
+
+
+def contingency_test(table) -> Tuple[float, float, int]:
+    """Chi-square test of independence / homogeneity of a table of counts (:func:`scipy.stats.chi2_contingency`):
+    (statistic, p-value, degrees of freedom).  Rows or columns that are empty throughout are dropped; NaN when
+    fewer than two rows or columns remain."""
+    t = np.asarray(table, dtype=np.float64)
+    if t.ndim != 2:
+        raise UsageError(f"a contingency table is 2-D, got shape {t.shape}")
+    t = t[t.sum(axis=1) > 0][:, t.sum(axis=0) > 0]
+    if t.shape[0] < 2 or t.shape[1] < 2:
+        return float("nan"), float("nan"), 0
+    res = _sps.chi2_contingency(t, correction=False)
+    return float(res.statistic), float(res.pvalue), int(res.dof)
+
+
+def mantel_haenszel_parts(strata, treated, success) -> pd.DataFrame:
+    """Per stratum (e.g. item): the terms of the Mantel-Haenszel risk difference and risk ratio of ``success``
+    between ``treated`` and untreated units.
+
+    With ``a`` / ``n1`` the successes / units treated, ``c`` / ``n0`` untreated, ``N = n1 + n0``:
+    risk difference ``RD = sum(a n0 / N - c n1 / N) / sum(n1 n0 / N)`` (columns ``rd_num``, ``w``), risk ratio
+    ``RR = sum(a n0 / N) / sum(c n1 / N)`` (``rr_num``, ``rr_den``).  A stratum with only treated or only untreated
+    units has weight 0: it says nothing about the difference within it.  Index: the strata."""
+    d = pd.DataFrame({"s": np.asarray(strata), "t": np.asarray(treated, bool), "y": np.asarray(success, bool)})
+    g = d.groupby("s")
+    n1 = g["t"].sum().astype(float)
+    n0 = g["t"].count().astype(float) - n1
+    a = d[d["t"]].groupby("s")["y"].sum().reindex(n1.index, fill_value=0).astype(float)
+    c = d[~d["t"]].groupby("s")["y"].sum().reindex(n1.index, fill_value=0).astype(float)
+    N = n1 + n0
+    return pd.DataFrame({"rd_num": (a * n0 - c * n1) / N, "w": n1 * n0 / N, "rr_num": a * n0 / N,
+                         "rr_den": c * n1 / N, "n1": n1, "n0": n0})

@@ -96,11 +96,11 @@ class Trace:
     def metrics(self) -> TrajectoryMetrics:
         """Metrics with the default thresholds (cached); call :meth:`analyze` for other thresholds."""
         if self._metrics is None:
-            self._metrics = analyze_trajectory(self.probs, self.correct)
+            self._metrics = analyze_trajectory(self.probs, self.correct, mass=self.letter_mass)
         return self._metrics
 
     def analyze(self, **params) -> TrajectoryMetrics:
-        return analyze_trajectory(self.probs, self.correct, **params)
+        return analyze_trajectory(self.probs, self.correct, mass=self.letter_mass, **params)
 
     def truncated(self, steps: int) -> "Trace":
         """The same run seen up to ``steps`` (for live display while a run is under way)."""
@@ -171,6 +171,12 @@ def convergence_map(hidden_all: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- a set of runs
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _neutralise_formula(v):
+    return "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v
+
 @dataclass(frozen=True)
 class Band:
     """A statistic per step over a set of runs with its bootstrap interval: ``mean``, ``lo``, ``hi`` (same shape)
@@ -288,7 +294,13 @@ class TraceSet(Sequence):
         return pd.concat(frames, ignore_index=True)
 
     def to_csv(self, parameters: Optional[dict] = None) -> str:
-        return self.to_frame(parameters).to_csv(index=False)
+        """:meth:`to_frame` as CSV, safe to open in a spreadsheet: a text cell starting with ``= + - @`` (or a tab
+        or carriage return) gets a leading ``'`` so it is shown as text, never run as a formula."""
+        df = self.to_frame(parameters)
+        for col in df.columns:
+            if df[col].dtype == object or pd.api.types.is_string_dtype(df[col]):
+                df[col] = df[col].map(_neutralise_formula)
+        return df.to_csv(index=False)
 
 
 # ---------------------------------------------------------------------------------------------- tracing

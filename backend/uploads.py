@@ -6,12 +6,13 @@ Everything returns :class:`~backend.items.Item` / :class:`~backend.items.Benchma
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 from .errors import UsageError
-from .items import Benchmark, BenchmarkItem, Item, parse_benchmark_lines
+from .items import Benchmark, BenchmarkItem, Item, LineError, parse_benchmark_lines
 from .settings import BENCHMARKS_DIR, DEFAULT_SEED, LETTERS, MAX_OPTIONS, MIN_OPTIONS
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # uploaded benchmark files (the server's own limit is in .streamlit/config.toml)
@@ -54,10 +55,33 @@ def parse_upload(data: bytes, name: str = "upload") -> Benchmark:
     lines = text.splitlines()
     if len(lines) > MAX_UPLOAD_LINES:
         raise UsageError(f"{name} has {len(lines)} lines; uploads are limited to {MAX_UPLOAD_LINES}")
+    unencodable = []
+    for n, line in enumerate(lines, start=1):
+        if "\\u" in line and _has_lone_surrogate(line):
+            unencodable.append(LineError(n, "holds a lone surrogate escape (like \\ud800), which is not a character: "
+                                            "fix the text or remove the escape"))
+            lines[n - 1] = ""  # skipped below, line numbers kept
     bench = parse_benchmark_lines(lines, source=name)
-    if not bench.items and not bench.errors:
+    if not bench.items and not bench.errors and not unencodable:
         raise UsageError(f"{name} is empty: a benchmark has one JSON object per line")
+    if unencodable:
+        bench = Benchmark(bench.items, sorted(bench.errors + unencodable, key=lambda e: e.line), bench.source)
     return bench
+
+
+def _has_lone_surrogate(line: str) -> bool:
+    """Whether a JSON line decodes to text with an unpaired surrogate (it cannot be shown, encoded or tokenised)."""
+    try:
+        value = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return False  # reported by the parser
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (RecursionError, ValueError):
+        return False
+    return False
 
 
 def filter_items(items: Sequence[BenchmarkItem], domains: Iterable[str] = (), variant: Optional[str] = None,

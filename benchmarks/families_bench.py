@@ -114,6 +114,10 @@ def write_tokenizer(out: Path, family: str) -> None:
 
 
 def peak_rss() -> int:
+    """VmHWM: this process's own peak (ru_maxrss would include the parent's peak, kept across exec)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

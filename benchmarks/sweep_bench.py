@@ -16,6 +16,7 @@ Run by hand (not in CI):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -44,16 +45,16 @@ def counted_flops_per_instance(results: Path, n: int = 64) -> tuple:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from backend.sweep import ChunkRunner, SweepSpec, enumerate_instances, load_items, read_manifest
+    from backend.sweep import ChunkRunner, SweepSpec, count_instances, iter_instances, load_items, read_manifest
 
     man = read_manifest(results)
     spec = SweepSpec.from_dict({**man["parameters"], "out": str(results)})
     spec.device = "cpu"
     runner = ChunkRunner(spec)
-    inst = enumerate_instances(load_items(spec), spec)
-    # A spread of instances (every variant and permutation), like a real chunk.
-    step = max(1, len(inst) // n)
-    chunk = inst[::step][:n]
+    items = load_items(spec)
+    # A spread of instances (every variant and permutation), like a real chunk; enumerated lazily.
+    step = max(1, count_instances(items, spec) // n)
+    chunk = list(itertools.islice(iter_instances(items, spec, (0, step)), n))
     with FlopCounterMode(display=False) as fc:
         runner.compute(chunk)
     return fc.get_total_flops() / len(chunk), len(chunk)

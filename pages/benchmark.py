@@ -1,4 +1,5 @@
-"""Benchmark: aggregate view over a sweep's results (the paper's table with intervals, and its figures)."""
+"""Benchmark: aggregate view over a sweep's results (a model's numbers on a benchmark with intervals, reference
+values from Huginn-0125 beside them, and the figures)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -9,18 +10,18 @@ common.ensure_navigation()
 
 from backend import plots  # noqa: E402
 from backend import report as rp  # noqa: E402
-from backend.report_source import results_source  # noqa: E402
+from backend.report_source import check_report, results_source  # noqa: E402
 
 ss = st.session_state
-st.title("Benchmark: the paper's numbers for a model")
+st.title("Benchmark: a model's numbers on a benchmark")
 
 HOWTO = """
 A results directory comes from a **sweep** (every item x variant x answer order x seed, resumable, as Parquet),
-and a **report** computes the paper's numbers with 95% item-bootstrap intervals:
+and a **report** computes the paper's statistics for that model with 95% item-bootstrap intervals:
 
 ```bash
 python -m backend sweep --model MODEL --benchmark data/benchmarks/general-qa.jsonl --out results/MODEL \\
-    --variants base,easy,nca --permutations 25 --seeds 1 --steps 30
+    --variants base,easy,nca --steps 30      # all distinct answer orders x 3 seeds (the defaults)
 python -m backend report results/MODEL --save data/results/MODEL    # writes report.md + report.json
 ```
 Put the report in `data/results/<model>/` to ship it with the app, or point this page at the sweep directory.
@@ -35,7 +36,7 @@ def _report_from_rows(path: str, mtime: float, n_boot: int) -> dict:
 
 @st.cache_data(max_entries=8)
 def _saved_report(path: str, mtime: float) -> dict:
-    return rp.load_report(path)
+    return check_report(rp.load_report(path), path)
 
 
 shipped = rp.shipped_reports()
@@ -65,19 +66,39 @@ if rep is None:
     st.markdown(HOWTO)
     st.stop()
 
-meta = rep.get("meta", {})
-st.caption(f"Model `{meta.get('model')}` · {meta.get('instances')} instances · {meta.get('items')} items · "
-           f"variants {meta.get('variants')} · {meta.get('permutations')} answer orders · {meta.get('seeds')} seed(s) "
-           f"· {meta.get('steps')} steps · intervals: {meta.get('ci', 0.95):.0%} bootstrap over {meta.get('resampling')}")
-with st.expander("The paper's table, reproduced (with intervals)", expanded=True):
-    st.markdown(rp.to_markdown(rep))
-c1, c2 = st.columns(2)
-with c1:
-    common.plot(plots.report_entropy_figure(rep), key="fig_rep_entropy")
-    common.plot(plots.report_backtracking_figure(rep), key="fig_rep_bt")
-with c2:
-    common.plot(plots.report_exploration_pair_figure(rep), key="fig_rep_pair")
-    common.plot(plots.report_rank_figure(rep), key="fig_rep_rank")
-common.plot(plots.report_exploration_hist_figure(rep), key="fig_rep_hist")
-with st.expander("How to produce results for another model"):
-    st.markdown(HOWTO)
+
+def show_report(rep: dict) -> None:
+    """The report's title, caption, table and figures (inside the page's error guard)."""
+    meta = rep.get("meta", {})
+    title = meta.get("title") or f"{meta.get('model')}"
+    st.subheader(common.plain(title))
+    st.caption(common.plain(f"Model {meta.get('model')} · benchmark {meta.get('benchmark')} · {meta.get('instances')} instances · "
+               f"{meta.get('items')} items · variants {meta.get('variants')} · {meta.get('permutations')} answer orders "
+               f"({ {True: 'balanced', False: 'not balanced'}.get(meta.get('orders_balanced'), 'balance unknown')}) "
+               f"· {meta.get('seeds')} seed(s) · {meta.get('steps')} steps · mass threshold "
+               f"{meta.get('mass_threshold', 'n/a')} · intervals: {meta.get('ci', 0.95):.0%} bootstrap over "
+               f"{meta.get('resampling')}"))
+    if "variants" in rep:
+        st.markdown("**What the numbers rest on** (per variant; `field` is the name in `report --format json`): steps "
+                    "below the mass threshold are *not answering*; a backtrack is *robust* when it holds under a majority "
+                    "of seeds; the restricted mean counts never-converged instances at the step limit.")
+        st.dataframe(rp.key_table(rep), hide_index=True, width="stretch")
+    else:
+        st.warning("This report was made before the reporting rules (option mass, seeds, censoring, within-item gain): "
+                   "make it again with `python -m backend report DIR --save DIR` to see them.")
+    with st.expander(common.plain(f"Report: {title}, beside reference values from Huginn-0125"), expanded=True):
+        st.markdown(rp.to_markdown(rep))
+    c1, c2 = st.columns(2)
+    with c1:
+        common.plot(plots.report_entropy_figure(rep), key="fig_rep_entropy")
+        common.plot(plots.report_backtracking_figure(rep), key="fig_rep_bt")
+    with c2:
+        common.plot(plots.report_exploration_pair_figure(rep), key="fig_rep_pair")
+        common.plot(plots.report_rank_figure(rep), key="fig_rep_rank")
+    common.plot(plots.report_exploration_hist_figure(rep), key="fig_rep_hist")
+    with st.expander("How to produce results for another model"):
+        st.markdown(HOWTO)
+
+
+with common.guard("Report"):
+    show_report(rep)

@@ -13,6 +13,7 @@ a large package concurrently (which raced: "partially initialized module 'pandas
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -30,7 +31,7 @@ from backend.items import load_benchmark as read_benchmark
 from backend.models import load_bundle, resolve_model_path
 from backend.models import runtime
 from backend.projection import start_umap_warmup
-from backend.settings import BENCHMARKS_DIR, DEFAULT_SEED, DEFAULT_STEPS
+from backend.settings import DEFAULT_SEED, DEFAULT_STEPS
 from backend.trace import TraceRequest, TraceSet
 
 
@@ -54,6 +55,15 @@ def _load_plotly_parts() -> None:
 _load_plotly_parts()
 
 LOCAL_DIR = "Local directory…"
+_MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def plain(text) -> str:
+    """``text`` (a question, an option, a file name, a message quoting them) as Markdown that shows exactly that
+    text: every ASCII punctuation character is backslash-escaped, so no link, image, HTML, emphasis, heading,
+    list, math or colour directive can form; line breaks become spaces.  Use it for every user-given string that
+    goes into st.markdown, a caption, an alert, a label or a help text."""
+    return _MD_PUNCT.sub(r"\\\1", " ".join(str(text).split()))
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -93,7 +103,7 @@ def pick_benchmark(files, where=st):
     if st.session_state.get("bench") not in names:
         st.session_state["bench"] = names[0]
     where.selectbox("Benchmark", names, key="bench")
-    path = BENCHMARKS_DIR / st.session_state["bench"]
+    path = dict(zip(names, files))[st.session_state["bench"]]
     bench = None
     with guard("Benchmark"):
         bench = load_benchmark(path)
@@ -203,14 +213,14 @@ def guard(what: str = ""):
     try:
         yield
     except LoopLensError as exc:
-        st.error(f"{what + ': ' if what else ''}{exc}", icon="⚠️")
+        st.error(plain(f"{what + ': ' if what else ''}{exc}"), icon="⚠️")
     except Exception as exc:  # noqa: BLE001 - shown as a message, never as a traceback (Streamlit's
         # rerun/stop signals are BaseExceptions and pass through)
-        st.error(f"{what + ': ' if what else ''}{friendly_error(exc)}", icon="⚠️")
+        st.error(plain(f"{what + ': ' if what else ''}{friendly_error(exc)}"), icon="⚠️")
 
 
 def show_error(exc: BaseException, what: str = "") -> None:
-    st.error(f"{what + ': ' if what else ''}{friendly_error(exc)}", icon="⚠️")
+    st.error(plain(f"{what + ': ' if what else ''}{friendly_error(exc)}"), icon="⚠️")
 
 
 # ---------------------------------------------------------------------------------------------- sidebar state

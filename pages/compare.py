@@ -50,12 +50,13 @@ c4.number_input("Detail order", 0, n_perms - 1, step=1, key="perm", help="The pe
 
 bi = by_id[ss["item"]]
 variants = bi.available_variants()
-st.markdown(f"#### {bi.question}")
+st.markdown(f"#### {common.plain(bi.question)}")
 cols = st.columns(len(variants))
 for col, v in zip(cols, variants):
     inst = bi.variant(v)
     col.markdown(f"**{plots.VARIANT_NAMES[v]}**  \n" + "  \n".join(
-        f"{plots.LETTERS[i]}) {o}{' ✓' if i == inst.correct else ''}" for i, o in enumerate(inst.options)))
+        f"{plots.LETTERS[i]}) {common.plain(o)}{' ✓' if i == inst.correct else ''}"
+        for i, o in enumerate(inst.options)))
 
 request = TraceRequest([bi.instance(v, p) for v in variants for p in range(n_perms)], settings["steps"],
                        [settings["seed"]] * (len(variants) * n_perms), settings["init_scale"])
@@ -89,7 +90,7 @@ for col, v in zip(cols, variants):
                                          lambda t=t, v=v: plots.belief_figure(
                                              t, title=f"{plots.VARIANT_NAMES[v]}: belief over the options")),
                     key=f"fig_detail_{v}")
-        s = summaries.metric_summary(t)
+        s = {k: common.plain(v) for k, v in summaries.metric_summary(t).items()}
         st.caption(f"Final {s['Final answer']} · {s['Correct?']} · exploration {s['Exploration length']} · "
                    f"backtracks {s['Backtracks']}")
 

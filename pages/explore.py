@@ -57,7 +57,8 @@ with left:
         else:
             bench, bench_path = common.pick_benchmark(files)
     elif src == "Upload JSONL":
-        up = st.file_uploader("Benchmark JSONL (one item per line)", type=["jsonl", "json", "txt"], key="upload",
+        up = st.file_uploader(f"Benchmark JSONL (one item per line, up to {uploads.MAX_UPLOAD_BYTES // 2**20} MB)",
+                              type=["jsonl", "json", "txt"], key="upload",
                               help=f"Up to {uploads.MAX_UPLOAD_BYTES // 2**20} MB. Fields: id, question, answer, "
                                    "distractors [, domain, easy_distractors, nca_distractor].")
         if up is None:
@@ -67,9 +68,9 @@ with left:
             with common.guard(f"Upload {up.name}"):
                 bench = uploads.parse_upload(up.getvalue(), up.name)
     if bench is not None and bench.errors:
-        with st.expander(f"⚠️ {len(bench.errors)} line(s) skipped in {Path(bench.source or 'file').name}; "
+        with st.expander(f"⚠️ {len(bench.errors)} line(s) skipped in {common.plain(Path(bench.source or 'file').name)}; "
                          f"{len(bench.items)} item(s) usable", expanded=not bench.items):
-            st.markdown("\n".join(f"- {e}" for e in bench.errors[:200]))
+            st.markdown("\n".join(f"- {common.plain(e)}" for e in bench.errors[:200]))
     if bench is not None and bench.items:
         c1, c2, c3 = st.columns([2, 1, 2])
         c1.multiselect("Domain", bench.domains, key="domains", placeholder="all domains")
@@ -106,7 +107,7 @@ with left:
             item = uploads.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans"))
 
 with right:
-    st.markdown(f"**Model** `{bundle.name}` · {settings['steps']} steps · seed {settings['seed']} · "
+    st.markdown(f"**Model** {common.plain(bundle.name)} · {settings['steps']} steps · seed {settings['seed']} · "
                 f"init scale {settings['init_scale']:g}")
     ss.setdefault("n_seeds", DEFAULT_N_SEEDS)
     c1, c2 = st.columns(2)
@@ -118,7 +119,7 @@ with right:
     if tkey not in ss:
         ss[tkey] = bundle.template.to_json()
     template = None
-    with st.expander(f"Prompt template: {bundle.template.name}", expanded=False):
+    with st.expander(f"Prompt template: {common.plain(bundle.template.name)}", expanded=False):
         st.text_area("Template (JSON, editable)", key=tkey, height=220)
         if st.button("Reset to the model's template"):
             del ss[tkey]
@@ -178,9 +179,10 @@ query = view.to_query()
 st.query_params.from_dict(query)
 
 # ---------------------------------------------------------------------------------------------- summary
-st.markdown(f"#### {tr.question}")
-st.markdown("  ".join(f"**{LETTERS[i]})** {o}{' ✓' if i == tr.correct else ''}" for i, o in enumerate(tr.options)))
-summary = summaries.metric_summary(tr, ranks)
+st.markdown(f"#### {common.plain(tr.question)}")
+st.markdown("  ".join(f"**{LETTERS[i]})** {common.plain(o)}{' ✓' if i == tr.correct else ''}"
+                      for i, o in enumerate(tr.options)))
+summary = {k: common.plain(v) for k, v in summaries.metric_summary(tr, ranks).items()}
 c = st.columns(5)
 c[0].metric("Final answer", LETTERS[m.final_answer], help=summary["Final answer"])
 c[1].metric("Correct?", "—" if m.is_correct is None else ("yes" if m.is_correct else "no"), help=summary["Correct?"])
@@ -189,7 +191,9 @@ c[3].metric("Commitments", len(m.commitments))
 c[4].metric("Backtracks", len(m.backtracks))
 st.markdown(f"**Final answer:** {summary['Final answer']} ({summary['Correct?']})  \n"
             f"**Commitments:** {summary['Commitments']}  \n**Backtracks:** {summary['Backtracks']}  \n"
-            f"**Abandoned answers:** {summary['Abandoned answers']}")
+            f"**Abandoned answers:** {summary['Abandoned answers']}  \n"
+            f"**Option mass:** {summary['Option mass']}  \n**Exploration end:** {summary['Exploration end']}  \n"
+            f"**Backtrack by run length:** {summary['Backtrack by run length']}")
 
 figs = {name: common.cached_figure(key, name, lambda f=f: f(tr)) for name, f in (
     ("belief", plots.belief_figure), ("mass", plots.mass_figure), ("kl", plots.kl_figure),

@@ -82,7 +82,7 @@ with common.guard("Finding examples"):
                                 label=f"Scanning {len(insts)} instances for examples (once per server)")
         examples = {k: trs[i] for k, i in learn.select_examples(trs).items()}
 
-st.caption(f"Examples on the default model `{bundle.name}`, {steps} steps. Press ▶ play under a chart to watch the "
+st.caption(f"Examples on the default model {common.plain(bundle.name)}, {steps} steps. Press ▶ play under a chart to watch the "
            "belief evolve step by step; open any example in Explore to take it apart.")
 for tab, kind in zip(tabs[1:], learn.KINDS):
     with tab:
@@ -91,9 +91,10 @@ for tab, kind in zip(tabs[1:], learn.KINDS):
         if tr is None:
             st.info("The model shows no clear example of this on the scanned items. Try the Explore page.")
             continue
-        st.markdown(f"**{tr.question}**  \n" + "  ".join(
-            f"**{plots.LETTERS[i]})** {o}{' ✓' if i == tr.correct else ''}" for i, o in enumerate(tr.options)))
-        st.info(learn.explain(kind, tr))
+        st.markdown(f"**{common.plain(tr.question)}**  \n" + "  ".join(
+            f"**{plots.LETTERS[i]})** {common.plain(o)}{' ✓' if i == tr.correct else ''}"
+            for i, o in enumerate(tr.options)))
+        st.info(common.plain(learn.explain(kind, tr)))
         fig = common.cached_figure(f"learn-{bundle.checkpoint_hash}-{kind}-{tr.item_id}-{tr.variant}-{tr.seed}",
                                    "animation", lambda tr=tr: plots.animated_belief_figure(tr))
         common.plot(fig, key=f"fig_learn_{kind}")

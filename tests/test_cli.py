@@ -36,6 +36,16 @@ def test_trace_question_json(tiny_dir):
     assert len(d["probs"]) == 6 and all(abs(sum(r) - 1) < 1e-9 for r in d["probs"])
     for k in ("final_answer", "exploration_end", "backtracked"):
         assert k in d
+    # issue 10: the raw masses stay, and each step carries its low-mass flag under the threshold used
+    assert d["mass_threshold"] == 0.01 and len(d["low_mass"]) == 6
+    assert d["low_mass"] == [sum(r) < 0.01 for r in d["raw_mass"]]
+    code, out, err = run("trace", "--model", tiny_dir, "--question", "Capital of France?", "--option", "Paris",
+                         "--option", "London", "--steps", "3", "--seed", "4", "--json", "--mass-threshold", "1")
+    d = json.loads(out)
+    assert code == 0 and d["mass_threshold"] == 1.0 and d["low_mass"] == [sum(r) < 1 for r in d["raw_mass"]]
+    code, _, err = run("trace", "--model", tiny_dir, "--question", "Q?", "--option", "a", "--option", "b",
+                       "--mass-threshold", "2")
+    assert code == 2 and "mass threshold must be a number between 0 and 1" in err and "Traceback" not in err
 
 
 def test_trace_benchmark_item_variant_permutation(tiny_dir, bench):
@@ -52,6 +62,7 @@ def test_trace_readable_summary(tiny_dir):
                          "--steps", "3", "--init-scale", "0")
     assert code == 0, err
     assert "final answer:" in out and "exploration:" in out and "backtracked:" in out
+    assert "steps below the mass threshold 0.01" in out
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -95,3 +106,32 @@ def test_model_problems_exit_nonzero_with_message(tmp_path, tiny_dir):
     assert code == 1 and "no weights" in err and "Traceback" not in err
     code, _, err = run("trace", "--model", tiny_dir, "--question", "word " * 3000, "--option", "a", "--option", "b")
     assert code == 1 and "tokens" in err and "Traceback" not in err
+
+
+def test_sweep_says_when_the_answer_orders_do_not_balance(tiny_dir, bench, tmp_path):
+    code, out, err = run("sweep", "--model", tiny_dir, "--benchmark", bench, "--out", tmp_path / "o", "--variants",
+                         "base", "--permutations", "6", "--seeds", "1", "--steps", "2", "--no-similarity",
+                         "--no-progress", "--device", "cpu", "--threads", "1")
+    assert code == 0, err
+    assert "note: 6 answer orders for 4 options is not a multiple of 4" in err
+    assert "6/6 instances finished" in out
+
+
+@pytest.mark.parametrize("template,msg", [({"prompt": "{question}\n{options}", "option_format": "{option:>20000000}"},
+                                           "format spec"),
+                                          ({"prompt": "{question}\n{options}", "option_format": "{nope}"}, "{nope}"),
+                                          ({"prompt": ["{question}{options}"]}, "prompt must be text")])
+def test_trace_refuses_a_bad_template_with_one_line(tiny_dir, tmp_path, template, msg):
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps(template))
+    code, out, err = run("trace", "--model", tiny_dir, "--question", "Q?", "--option", "a", "--option", "b",
+                         "--steps", "2", "--seed", "0", "--template", f)
+    assert code == 2 and msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_trace_escapes_control_characters_in_the_summary(tiny_dir):
+    code, out, err = run("trace", "--model", tiny_dir, "--question", "Q\x1b]0;pwned\x07\x1b[31m red?",
+                         "--option", "a\x1b[2J", "--option", "b", "--steps", "2", "--seed", "0")
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[31m" in out and "\\x1b[2J" in out

@@ -75,3 +75,29 @@ def test_intervened_text_summary(tiny_dir):
 def test_bad_combinations_are_one_line_usage_errors(tiny_dir, args, msg):
     code, out, err = run("trace", "--model", tiny_dir, *Q, "--steps", "6", "--seed", "1", *args)
     assert code == 2 and msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_interventions_study_then_report_json_carries_the_tables(tiny_dir, bench, tmp_path, capsys):
+    from backend.cli import main
+
+    out = tmp_path / "res"
+    assert main(["sweep", "--model", str(tiny_dir), "--benchmark", str(bench), "--out", str(out), "--permutations",
+                 "2", "--steps", "6", "--threads", "1", "--no-similarity", "--no-progress", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out), "--format", "json", "--n-boot", "20"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    rows = rep["exit_rules"]
+    last = {r["variant"]: r for r in rows if r["rule"] == "last"}
+    assert set(last) == {"base", "easy", "nca"} and last["nca"]["accuracy"] is None
+    assert "latent" in {r["rule"] for r in rows}  # the sweep kept the hidden states
+    assert "dynamics_around_backtracks" in rep and "interventions" not in rep
+    assert main(["interventions", "--model", str(tiny_dir), "--benchmark", str(bench), "--out", str(out),
+                 "--steps", "6", "--permutations", "2", "--sigma", "0", "--sigma", "4"]) == 0
+    assert (out / "_interventions.json").is_file()
+    capsys.readouterr()
+    assert main(["report", str(out), "--format", "json", "--n-boot", "20"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    iv = rep["interventions"]
+    assert {r["sigma"] for r in iv["ponr"]} == {0.0, 4.0} and {r["at"] for r in iv["ponr"]} == {1, 2, 3, 4, 5}
+    assert all(r["share"] == 0.0 for r in iv["ponr"] if r["sigma"] == 0.0)
+    assert main(["interventions", "--benchmark", str(bench), "--out", str(out), "--steps", "1"]) == 2

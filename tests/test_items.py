@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
+import numpy as np
 import pytest
 
 from backend.errors import UsageError
-from backend.items import (MAX_LINE_CHARS, MAX_TEXT_CHARS, BenchmarkItem, Item, load_benchmark,
-                           parse_benchmark_lines, permutation_order)
+from backend.items import (MAX_LINE_CHARS, MAX_TEXT_CHARS, BenchmarkItem, Item, balanced_permutation_count,
+                           load_benchmark, parse_benchmark_lines, permutation_note, permutation_order)
+from backend.sweep import SweepSpec, count_instances, enumerate_instances, load_items
+from backend.sweep.spec import permutation_notes
 
 LINE = {"id": "fact-001", "domain": "factual", "question": "What is the capital of Australia?",
         "answer": "Canberra", "distractors": ["Sydney", "Melbourne", "Perth"],
@@ -143,3 +147,53 @@ def test_text_length_is_checked_before_anything_is_built():
         Item("x" * (MAX_TEXT_CHARS + 1), ("a", "b"))
     b = parse_benchmark_lines([json.dumps(_line(question="q" * (MAX_LINE_CHARS + 1)))])
     assert "characters long" in b.errors[0].reason
+
+
+# ---------------------------------------------------------------------------------------------- answer orders (issue 10)
+def _position_counts(orders, n):
+    c = np.zeros((n, n), dtype=int)  # [original option, shown position]
+    for o in orders:
+        for pos, j in enumerate(o):
+            c[j, pos] += 1
+    return c
+
+
+@pytest.mark.parametrize("k", [24, 48])
+def test_balanced_orders_every_option_in_every_position_equally_often(k):
+    assert balanced_permutation_count(4) == 24  # the default: all distinct orders
+    orders = [tuple(permutation_order(4, i)) for i in range(balanced_permutation_count(4, k))]
+    assert len(orders) == k and len(set(orders)) == 24
+    assert (_position_counts(orders, 4) == k // 4).all()
+    assert set(Counter(orders).values()) == {k // 24}  # every order equally often: whole cycles only
+
+
+def test_more_orders_than_distinct_ones_run_whole_cycles_and_say_so():
+    assert balanced_permutation_count(4, 25) == 48 and balanced_permutation_count(4, 49) == 72
+    note = permutation_note(4, 25)
+    assert "running 48" in note and "whole cycles of all 24" in note
+    assert permutation_note(4, 48) is None and permutation_note(4, None) is None
+    assert permutation_note(4, 8) is None  # a multiple of 4: balanced blocks of rotations
+    assert "not a multiple of 4" in permutation_note(4, 6)
+    orders = [permutation_order(4, i) for i in range(8)]
+    assert (_position_counts(orders, 4) == 2).all()  # every block of n is a Latin square
+    assert balanced_permutation_count(3) == 6 and balanced_permutation_count(7) % 7 == 0
+    big = [permutation_order(9, i, seed=2) for i in range(18)]
+    assert (_position_counts(big, 9) == 2).all()
+    with pytest.raises(UsageError, match="whole number"):
+        balanced_permutation_count(4, 0)
+
+
+def test_sweep_defaults_three_seeds_and_all_distinct_orders(tmp_path):
+    line = dict(LINE)
+    (tmp_path / "b.jsonl").write_text(json.dumps(line) + "\n")
+    spec = SweepSpec(model="m", benchmark=str(tmp_path / "b.jsonl"), out="o")
+    assert spec.seeds == 3 and spec.permutations is None
+    items = load_items(spec)
+    inst = enumerate_instances(items, spec)
+    assert len(inst) == count_instances(items, spec) == 3 * 24 * 3  # variants x orders x seeds
+    base = [x for x in inst if x.variant == "base" and x.seed == 0]
+    orders = [items[0].instance("base", x.permutation).order for x in base]
+    assert (_position_counts(orders, 4) == 6).all()
+    notes = permutation_notes(items, SweepSpec(model="m", benchmark="b", out="o", permutations=30))
+    assert len(notes) == 1 and "running 48" in notes[0]
+    assert permutation_notes(items, spec) == []

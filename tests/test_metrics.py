@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from backend.errors import UsageError
-from backend.metrics import Run, analyze_trajectory, entropy, exploration_end, step_kl
+from backend.metrics import (MASS_THRESHOLD, Run, analyze_trajectory, backtrack_verdict, entropy, exploration_end,
+                             exploration_ends, low_mass_flags, step_kl)
+from tests.helpers_trace import make_trace
 
 
 def onehotish(seq, n=4, peak=0.7):
@@ -145,3 +147,62 @@ def test_summary_is_json_friendly():
     m = analyze_trajectory(onehotish([0, 3, 3, 3, 1, 2, 2, 2, 2]), correct=2)
     s = json.loads(json.dumps(m.summary()))
     assert s["backtracked"] is True and s["abandoned"] == [3] and s["commitments"][0] == {"option": 3, "start": 2, "end": 4}
+
+
+# ---------------------------------------------------------------------------------------------- option mass (issue 10)
+def test_low_mass_steps_are_flagged_and_answering_is_judged_from_exploration_end_on():
+    p = np.array([[0.7, 0.3]] * 6)  # converges at once: exploration end = step 1
+    mass = np.array([1e-5, 0.002, 0.5, 0.6, 0.9, 0.95])
+    m = analyze_trajectory(p, 0, mass=mass)
+    assert m.mass_threshold == MASS_THRESHOLD == 0.01
+    assert m.low_mass.tolist() == [True, True, False, False, False, False] and m.n_low_mass == 2
+    assert m.exploration_end == 1 and m.answering is False  # low mass at and after exploration end
+    # raw masses [T, n] are summed per step; a later exploration end can leave the low-mass steps behind
+    q = np.array([[0.5, 0.5], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9], [0.1, 0.9], [0.1, 0.9], [0.1, 0.9]])
+    raw = np.array([[1e-6, 1e-6], [1e-4, 1e-5], [0.2, 0.3], [0.2, 0.3], [0.2, 0.3], [0.2, 0.3], [0.2, 0.3]])
+    m2 = analyze_trajectory(q, 1, mass=raw)
+    assert m2.exploration_end == 3 and m2.n_low_mass == 2 and m2.answering is True
+    assert analyze_trajectory(q, 1, mass=raw, mass_threshold=0.6).answering is False
+    assert low_mass_flags([0.001, 0.5], 0.01).tolist() == [True, False]
+    # never converged: judged at the last step
+    osc = np.array([[0.9, 0.1], [0.1, 0.9]] * 4)
+    assert analyze_trajectory(osc, mass=[0.5] * 7 + [0.001]).answering is False
+    assert analyze_trajectory(osc, mass=[0.001] * 7 + [0.5]).answering is True
+    # no mass given: unknown, not "answering"
+    assert analyze_trajectory(p).low_mass is None and analyze_trajectory(p).answering is None
+    for bad in (-0.1, 1.5, "x", True):
+        with pytest.raises(UsageError, match="mass threshold"):
+            analyze_trajectory(p, mass=mass, mass_threshold=bad)
+    with pytest.raises(UsageError, match="one value per step"):
+        analyze_trajectory(p, mass=[0.5, 0.5])
+    s = m.summary()
+    assert s["n_low_mass"] == 2 and s["answering"] is False and s["mass_threshold"] == 0.01
+
+
+def test_trace_metrics_read_the_trace_mass():
+    tr = make_trace(np.array([[0.9, 0.1]] * 5))
+    tr.raw_mass = np.array([[1e-4, 1e-4]] * 2 + [[0.45, 0.05]] * 3)
+    assert tr.metrics.low_mass.tolist() == [True, True, False, False, False]
+    assert tr.analyze(mass_threshold=1e-5).n_low_mass == 0
+
+
+def test_exploration_end_is_not_final_later_movement_is_reported():
+    # settles on A (steps 1-4), KL small, then switches to B at step 9
+    p = np.array([[0.8, 0.2]] * 8 + [[0.2, 0.8]] * 6)
+    m = analyze_trajectory(p, 1)
+    assert m.exploration_end == 1
+    assert m.later_argmax_change == 9 and m.later_kl_step == 8
+    assert [(a.option, b.option) for a, b in m.backtracks_after_exploration_end] == [(0, 1)]
+    still = analyze_trajectory(np.array([[0.8, 0.2]] * 8), 0)
+    assert still.later_argmax_change is None and still.later_kl_step is None
+
+
+def test_backtrack_verdict_at_other_run_lengths_and_vectorised_exploration_ends():
+    am = [0, 0, 1, 1, 1, 1]  # A for 2 steps then B for 4
+    assert backtrack_verdict(am, 2)[0] and backtrack_verdict(am, 2)[1] == [0]
+    assert not backtrack_verdict(am, 3)[0]
+    kl = np.array([[0.1, 0.001, 0.001, 0.001, 0.5], [0.1, 0.2, 0.02, 0.02, 0.02], [1, 1, 1, 1, 1]])
+    for thr in (0.003, 0.01, 0.03):
+        got = exploration_ends(kl, thr, 3)
+        want = [exploration_end(k, thr, 3) for k in kl]
+        assert [None if np.isnan(g) else int(g) for g in got] == want

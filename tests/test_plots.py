@@ -126,3 +126,32 @@ def test_png_export_message_without_chromium(monkeypatch):
     monkeypatch.setattr(plots, "chromium_path", lambda: None)
     with pytest.raises(LoopLensError, match="Chromium"):
         plots.figure_png(object())
+
+
+def test_low_mass_steps_are_greyed_and_the_legend_says_so():
+    tr = make_trace(backtracking_probs(), correct=1)
+    tr.raw_mass = tr.raw_mass.copy()
+    tr.raw_mass[:4] = 1e-6  # steps 1-4 and 10 not answering
+    tr.raw_mass[9] = 1e-6
+    fig = plots.belief_figure(tr)
+    assert len(fig.data) == 4  # still one trace per option
+    spans = [(s.x0, s.x1) for s in shapes(fig, "low_mass")]
+    assert spans == [(0.5, 4.5), (9.5, 10.5)]
+    assert "option mass < 0.01" in fig.layout.legend.title.text and "5 of 30" in fig.layout.legend.title.text
+    colors = list(fig.data[0].marker.color)
+    assert colors[0] == plots.LOW_MASS_COLOR and colors[4] == plots.OPTION_COLORS[0]
+    mass = plots.mass_figure(tr)
+    assert shapes(mass, "mass_threshold")[0].y0 == 0.01 and len(shapes(mass, "low_mass")) == 2
+    assert plots.mass_figure(tr, threshold=1e-7).layout.shapes[0].y0 == 1e-7
+    kl = plots.kl_figure(tr)
+    assert shapes(kl, "low_mass") and annotations(kl, "low_mass_note")
+    assert shapes(plots.entropy_figure(tr), "low_mass")
+    # a trace that answers throughout: nothing greyed, no note
+    ok = plots.belief_figure(make_trace(backtracking_probs(), correct=1))
+    assert not shapes(ok, "low_mass") and not ok.layout.legend.title.text
+
+
+def test_exploration_end_label_says_when_the_belief_moves_again():
+    tr = make_trace(np.array([[0.8, 0.2]] * 8 + [[0.2, 0.8]] * 6), correct=1)
+    lab = annotations(plots.belief_figure(tr), "exploration_label")[0].text
+    assert "exploration end (step 1)" in lab and "changes again at step 9" in lab

@@ -5,9 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
+from scipy.stats import chi2_contingency
 
 from backend.errors import UsageError
-from backend.stats import Sums, bootstrap_ci, bootstrap_weights, chisquare_uniform
+from backend.stats import (Sums, bootstrap_ci, bootstrap_weights, chisquare_uniform, contingency_test,
+                           mantel_haenszel_parts)
 
 
 def test_bootstrap_interval_contains_mean_and_shrinks_with_n():
@@ -54,3 +56,24 @@ def test_chisquare_uniform():
     chi2, p = chisquare_uniform([20, 0, 0, 0])
     assert chi2 == pytest.approx(60.0) and p == pytest.approx(sps.chi2.sf(60.0, 3))
     assert all(np.isnan(chisquare_uniform([0, 0, 0])))
+
+
+def test_contingency_test_is_scipys_on_the_non_empty_part():
+    t = [[10, 20, 0], [20, 10, 0]]
+    chi2, p, dof = contingency_test(t)
+    ref = chi2_contingency([[10, 20], [20, 10]], correction=False)
+    assert (chi2, p, dof) == pytest.approx((ref.statistic, ref.pvalue, 1))
+    assert contingency_test([[5, 5, 5], [5, 5, 5]])[1] == pytest.approx(1.0)
+    assert np.isnan(contingency_test([[5, 0], [0, 0]])[0])
+
+
+def test_mantel_haenszel_parts_give_the_stratified_difference():
+    # stratum x: treated 1/2, untreated 1/4 (+25 points); stratum y: treated 3/4, untreated 1/2 (+25 points)
+    strata = ["x"] * 6 + ["y"] * 6
+    treated = [1, 1, 0, 0, 0, 0] + [1, 1, 1, 1, 0, 0]
+    success = [1, 0, 1, 0, 0, 0] + [1, 1, 1, 0, 1, 0]
+    d = mantel_haenszel_parts(strata, treated, success)
+    assert d["rd_num"].sum() / d["w"].sum() == pytest.approx(0.25)
+    assert d.loc["x", "n1"] == 2 and d.loc["y", "n0"] == 2
+    only = mantel_haenszel_parts(["z", "z"], [1, 1], [1, 0])
+    assert only["w"].sum() == 0  # no untreated unit: no weight

@@ -2,7 +2,7 @@ import numpy as np
 
 from backend import summaries
 from backend.trace import TraceSet
-from tests.helpers_trace import backtracking_probs, make_trace, never_converging_probs
+from tests.helpers_trace import backtracking_probs, make_trace, never_converging_probs, one_hot_path
 
 
 def test_metric_summary_and_seed_robustness():
@@ -25,6 +25,10 @@ def test_variant_table_over_answer_orders():
     table = summaries.variant_table(TraceSet([a, b]))
     assert table.loc[0, "accuracy"].startswith("100%")
     assert table.loc[0, "final answers (original order)"] == "A:2"
+    assert table.loc[0, "steps below the mass threshold"] == "0% (threshold 0.01)"
+    never = make_trace(never_converging_probs(), correct=None)
+    t2 = summaries.variant_table(TraceSet([never, a]))
+    assert t2.loc[0, "restricted mean exploration (censored at K)"] == f"{(30 + a.metrics.exploration_end) / 2:.1f}"
 
 
 def test_option_similarity_ranks_from_a_precomputed_file():
@@ -33,3 +37,39 @@ def test_option_similarity_ranks_from_a_precomputed_file():
     sim = {"items": {"x-1": {"distractor_ranks": {"Sydney": 1, "Perth": 3, "Melbourne": 2}}}}
     assert summaries.option_similarity_ranks(sim, tr) == {0: 1, 2: 3, 3: 2}
     assert summaries.option_similarity_ranks(None, tr) == {}
+
+
+def test_metric_summary_counts_low_mass_steps_and_says_when_the_belief_moves_again():
+    tr = make_trace(backtracking_probs(), correct=1)
+    assert summaries.metric_summary(tr)["Option mass"] == "0 of 30 steps below the mass threshold 0.01"
+    tr = make_trace(backtracking_probs(), correct=1)
+    tr.raw_mass = tr.raw_mass.copy()
+    tr.raw_mass[:3] = 1e-7
+    s = summaries.metric_summary(tr)
+    assert s["Option mass"].startswith("3 of 30 steps below the mass threshold 0.01 (greyed: not answering")
+    # settles on A at step 1, moves to B at step 9: exploration end is not final
+    moves = make_trace(np.array([[0.8, 0.2]] * 8 + [[0.2, 0.8]] * 6), correct=1)
+    s = summaries.metric_summary(moves)
+    assert s["Exploration length"] == "1 steps (moves again later)"
+    assert s["Exploration end"].startswith("step 1, the first step the KL stays <= 0.01 for 3 steps")
+    assert "not final: the argmax changes again at step 9" in s["Exploration end"]
+    assert "1 backtrack(s) land after it" in s["Exploration end"]
+    still = summaries.metric_summary(make_trace(np.tile([0.1, 0.7, 0.1, 0.1], (10, 1))))
+    assert still["Exploration length"] == "1 steps"
+    assert still["Exploration end"].endswith("no later movement in this run")
+    # the backtrack's sensitivity to the run length
+    short = make_trace(one_hot_path([0] * 3 + [1] * 27), correct=1)
+    assert summaries.metric_summary(short)["Backtrack by run length"] == \
+        "this backtrack holds for run length <= 3 only"
+    assert summaries.run_length_text([0] * 5 + [1] * 5) == "a backtrack at every run length 2-5"
+    assert summaries.run_length_text([0, 0, 1, 1, 1]) == "no backtrack at run length 3; one at run length <= 2"
+    assert summaries.run_length_text([1] * 6) == "no backtrack at any run length 2-5"
+
+
+def test_seed_robustness_says_whether_a_backtrack_is_robust():
+    steady = np.tile([0.1, 0.7, 0.1, 0.1], (30, 1))
+    bt = [make_trace(backtracking_probs(), seed=s, correct=1) for s in range(2)]
+    _, sentence = summaries.seed_robustness(bt + [make_trace(steady, seed=2, correct=1)])
+    assert "2 of 3 seeds" in sentence and "majority of seeds (robust)" in sentence
+    _, sentence = summaries.seed_robustness(bt[:1] + [make_trace(steady, seed=s, correct=1) for s in (1, 2)])
+    assert "1 of 3 seeds" in sentence and "not robust" in sentence

@@ -232,3 +232,18 @@ def test_trace_set_groups_by_variant_and_refuses_ragged_stacks():
     assert isinstance(runs[:2], TraceSet) and runs.probs.shape == (3, 30, 4)
     with pytest.raises(UsageError, match="differ"):
         TraceSet([make_trace(p), make_trace(p[:10])]).probs
+
+
+def test_csv_export_neutralises_spreadsheet_formulas():
+    import io
+
+    import pandas as pd
+
+    tr = make_trace(backtracking_probs(), options=['=HYPERLINK("http://evil.example","x")', "+1", "-2", "@SUM(A1)"],
+                    item_id="=cmd|' /C calc'!A0")
+    tr.question = "=1+1"
+    df = pd.read_csv(io.StringIO(TraceSet([tr]).to_csv({"note": "-oops"})))
+    assert set(df["option"]) == {"'=HYPERLINK(\"http://evil.example\",\"x\")", "'+1", "'-2", "'@SUM(A1)"}
+    assert set(df["question"]) == {"'=1+1"} and set(df["item_id"]) == {"'=cmd|' /C calc'!A0"}
+    assert set(df["note"]) == {"'-oops"}
+    assert df["belief"].dtype == float and (df["kl_to_prev"].dropna() >= 0).all()

@@ -59,3 +59,11 @@ def test_benchmark_files_put_the_models_own_test_set_first(tmp_path, monkeypatch
     monkeypatch.setattr(uploads, "BENCHMARKS_DIR", tmp_path)
     assert [p.name for p in uploads.benchmark_files("data/models/m")] == ["m-test.jsonl", "general-qa.jsonl",
                                                                           "a.jsonl"]
+
+
+def test_parse_upload_lists_lone_surrogates_as_bad_lines():
+    good = json.dumps({"id": "a", "question": "Q?", "answer": "x", "distractors": ["y", "z"]})
+    bad = '{"id": "b", "question": "Q\\udc00?", "answer": "x", "distractors": ["y", "z"]}'
+    bench = uploads.parse_upload(f"{bad}\n{good}\n{{broken\n".encode(), "u.jsonl")
+    assert [it.id for it in bench.items] == ["a"]
+    assert [e.line for e in bench.errors] == [1, 3] and "surrogate" in bench.errors[0].reason

@@ -2,9 +2,15 @@
 
 ``base.py``        the interface (encode / initial_state / step / readout) and the run loop on top of it
 ``layers.py``      RMSNorm, rotary tables, masked attention, the random initial state
-``huginn.py``      Huginn-0125 (one config dataclass + module, names mirroring the checkpoint keys)
+``huginn.py``      Huginn-0125          } one config dataclass + one module each, parameter names
+``retrofit.py``    retrofitted Llama/OLMo } mirroring the release's checkpoint keys (read like nanoGPT's
+``ouro.py``        Ouro (exit gate)     } model.py)
+``parcae.py``      Parcae               }
 ``checkpoint.py``  config.json (read and written there only), family recognition, safetensors loading/saving
-``prompting.py``   prompt templates (data) and option-token resolution
+``convert.py``     ``python -m backend convert DIR``: a pickled pytorch_model.bin -> model.safetensors, on request
+``paths.py``       shipped models, $LOOPLENS_MODEL_ROOTS and the check every opened file goes through
+``prompting.py``   prompt templates (shipped as JSON in ``templates/``) and option-token resolution
+``runtime.py``     set-up of a long-running server (threads, default model)
 
 ``load_model(path, device="cpu", dtype=torch.float32)`` returns the family's :class:`LoopedModel`;
 ``load_bundle(name_or_path)`` returns the model with its tokenizer and prompt template, ready for tracing.
@@ -23,14 +29,15 @@ from typing import Dict, List, Optional, Union
 
 import torch
 
-from ..errors import LoopLensError, ModelFormatError
+from ..errors import LoopLensError, ModelFormatError, UsageError
 from .checkpoint import checkpoint_hash, load_checkpoint, parse_config, read_config, save_checkpoint
 from .base import LoopedConfig, LoopedModel, StepOutput
 from .huginn import HuginnConfig, HuginnModel
+from .paths import allowed_roots, default_model_name, model_file, resolve_model_path, shipped_models
 from .prompting import (BUILTIN_TEMPLATES, HUGINN_CHAT, LETTERS, PLAIN, OptionTokens, PromptTemplate,
                         resolve_option_tokens, template_for)
 
-from ..settings import ENV_MODEL_ROOTS as ROOTS_ENV, MODELS_DIR, REPO_ROOT  # noqa: E402
+from ..settings import MODELS_DIR
 
 __all__ = [
     "LoopedConfig", "LoopedModel", "StepOutput", "HuginnConfig", "HuginnModel", "LoadedModel", "OptionTokens", "PromptTemplate", "HUGINN_CHAT", "PLAIN",
@@ -38,48 +45,6 @@ __all__ = [
     "shipped_models", "default_model_name", "save_checkpoint", "parse_config", "resolve_option_tokens",
     "template_for", "parse_dtype", "describe", "special_tokens_from_files",
 ]
-
-
-def shipped_models() -> List[str]:
-    """Names of the models shipped in data/models (sorted; the first is the default)."""
-    if not MODELS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file())
-
-
-def default_model_name() -> Optional[str]:
-    names = shipped_models()
-    return names[0] if names else None
-
-
-def allowed_roots() -> Optional[List[Path]]:
-    """Directories local checkpoints must live under, from $LOOPLENS_MODEL_ROOTS (os.pathsep-separated)."""
-    raw = os.environ.get(ROOTS_ENV, "").strip()
-    if not raw:
-        return None
-    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
-
-
-def resolve_model_path(name_or_path: Union[str, Path]) -> Path:
-    """A shipped model's name, or a checkpoint directory (restricted to $LOOPLENS_MODEL_ROOTS when set)."""
-    s = str(name_or_path).strip()
-    if not s:
-        raise ModelFormatError("no model given: pass a shipped model name or a checkpoint directory")
-    if s in shipped_models():
-        return MODELS_DIR / s
-    p = Path(s).expanduser()
-    roots = allowed_roots()
-    if roots is not None:
-        rp = p.resolve()
-        if not any(rp == r or r in rp.parents for r in roots):
-            raise ModelFormatError(
-                f"{s}: model directories are restricted to {', '.join(map(str, roots))} (${ROOTS_ENV})"
-            )
-    if p.is_dir():
-        return p
-    names = shipped_models()
-    shipped = f"shipped models: {', '.join(names)}" if names else "no model is shipped in data/models"
-    raise ModelFormatError(f"model {s!r} not found: not a directory and not a shipped model ({shipped})")
 
 
 def parse_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
@@ -104,10 +69,30 @@ def _cpu_dtype_works(dtype_name: str) -> bool:
     return r.returncode == 0
 
 
+def parse_device(device: Union[str, torch.device]) -> torch.device:
+    """The device to run on; anything that cannot hold and run a model here is one line about the *device*."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(f"device {str(device)!r} is not a device torch knows: use 'cpu' or 'cuda' (or 'cuda:N')") \
+            from None
+    if dev.type == "meta":
+        raise UsageError("device 'meta' holds shapes but no data, so a model cannot run there: use 'cpu' or 'cuda'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LoopLensError("CUDA was requested but no GPU is available: use device 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise LoopLensError("device 'mps' (Apple GPU) is not available on this machine: use 'cpu'")
+    elif dev.type != "cpu":
+        raise UsageError(f"device {str(device)!r} is not supported: use 'cpu' or 'cuda' (or 'mps' on a Mac)")
+    return dev
+
+
 def check_device_dtype(device: Union[str, torch.device], dtype: torch.dtype) -> None:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LoopLensError("CUDA was requested but no GPU is available: use device 'cpu'")
+    dev = parse_device(device)
     if dev.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
         name = str(dtype).replace("torch.", "")
         if not _cpu_dtype_works(name):
@@ -141,7 +126,7 @@ def special_tokens_from_files(path) -> Dict[str, str]:
     path = Path(path)
     found: Dict[str, str] = {}
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        d = _read_json(path / name)
+        d = _read_json(model_file(path, name))
         if not isinstance(d, dict):
             continue
         for role in SPECIAL_ROLES:
@@ -150,7 +135,7 @@ def special_tokens_from_files(path) -> Dict[str, str]:
             if isinstance(v, str) and v and role not in found:
                 found[role] = v
     if "bos" not in found:
-        tj = _read_json(path / "tokenizer.json")
+        tj = _read_json(model_file(path, "tokenizer.json"))
         pp = tj.get("post_processor") if isinstance(tj, dict) else None
         procs = (pp.get("processors") or [pp]) if isinstance(pp, dict) else []
         for proc in procs:
@@ -166,7 +151,7 @@ def load_tokenizer(path):
     """The checkpoint's ``tokenizer.json`` through transformers' fast tokenizer (no remote code), with its
     special tokens taken from the tokenizer files (see :func:`special_tokens_from_files`)."""
     path = Path(path)
-    tok_file = path / "tokenizer.json"
+    tok_file = model_file(path, "tokenizer.json")
     if not tok_file.is_file():
         raise ModelFormatError(
             f"no tokenizer.json in {path}: tracing a question needs the model's tokenizer next to its weights"

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from ..errors import ModelFormatError
 from .base import LoopedConfig, LoopedModel
 from .huginn import HuginnConfig, HuginnModel
+from .paths import model_file
 from .ouro import OuroConfig, OuroModel
 from .parcae import ParcaeConfig, ParcaeModel
 from .retrofit import RetrofitConfig, RetrofitModel
@@ -46,7 +47,7 @@ Header = Dict[str, Tuple[Tuple[int, ...], str]]  # tensor name -> (shape, safete
 # ------------------------------------------------------------------------------------------------ config.json
 def read_config(path) -> dict:
     path = Path(path)
-    cfg_path = path / CONFIG_FILE
+    cfg_path = model_file(path, CONFIG_FILE)
     if not path.is_dir():
         raise ModelFormatError(f"model directory not found: {path}")
     if not cfg_path.is_file():
@@ -105,8 +106,8 @@ def parse_config(raw: dict, where: str = CONFIG_FILE, tensor_names=None) -> Loop
 def weight_files(path) -> Dict[str, Path]:
     """Map every tensor name to the safetensors file holding it (single file or index + shards)."""
     path = Path(path)
-    index = path / INDEX_FILE
-    single = path / SINGLE_FILE
+    index = model_file(path, INDEX_FILE)
+    single = model_file(path, SINGLE_FILE)
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
@@ -116,14 +117,14 @@ def weight_files(path) -> Dict[str, Path]:
             raise ModelFormatError(f"{index} is not a valid safetensors index (needs a 'weight_map'): {exc}") from None
         files = {}
         for name, fname in weight_map.items():
-            f = path / fname
+            f = model_file(path, fname, listed_in=INDEX_FILE)
             if not f.is_file():
                 raise ModelFormatError(f"{index} names shard {fname!r} (for {name}) but it does not exist")
             files[name] = f
         return files
     if single.is_file():
         return {k: single for k in read_header({None: single})}
-    pickles = [n for n in PICKLE_FILES if (path / n).is_file()]
+    pickles = [n for n in PICKLE_FILES if model_file(path, n).is_file()]
     if pickles:
         raise ModelFormatError(
             f"no safetensors weights in {path}, only {pickles[0]} (pickle formats are never loaded): convert "
@@ -167,7 +168,7 @@ def checkpoint_hash(path, full_limit: int = 256 * 2**20) -> str:
     shapes, offsets), size and the first and last MiB, so a 15 GB checkpoint is identified in milliseconds.
     """
     path = Path(path)
-    h = hashlib.sha256((path / CONFIG_FILE).read_bytes())
+    h = hashlib.sha256(model_file(path, CONFIG_FILE).read_bytes())
     for f in sorted(set(weight_files(path).values())):
         size = f.stat().st_size
         h.update(f.name.encode() + str(size).encode())
@@ -251,15 +252,28 @@ def all_finite(t: torch.Tensor, chunk: int = 2**22) -> bool:
 TORCH_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
 
+STAGING_VALUES = 2**24  # values per slice when converting dtypes while reading (32-64 MB)
+
+
+def _read_exactly(fh, raw, name: str) -> None:
+    view, got = memoryview(raw), 0
+    while got < raw.nbytes:
+        k = fh.readinto(view[got:])
+        if not k:
+            raise ValueError(f"tensor {name}: the file ends early")
+        got += k
+
+
 def read_tensors(f: Path, names, dtype=torch.float32, device="cpu") -> Dict[str, torch.Tensor]:
     """Read the named tensors of one safetensors file (already checked by :func:`read_header`), one at a time,
     straight into CPU memory and cast to ``dtype``.
 
     Plain reads, not a memory map: a memory-mapped file keeps every page it touched resident (and counted in
     the process's RSS) until it is closed, next to the converted copy.  Read this way, a tensor already in
-    ``dtype`` is read into its final buffer, and a converted one lives in its source dtype only until cast, so
-    the peak is the model plus one tensor."""
+    ``dtype`` is read into its final buffer, and one in another dtype is converted slice by slice through a
+    small staging buffer, so the peak is the model plus a few tens of MB.  ``dtype=None`` keeps the stored one."""
     out: Dict[str, torch.Tensor] = {}
+    staging = None
     try:
         with open(f, "rb") as fh:
             n = int.from_bytes(fh.read(8), "little")
@@ -268,18 +282,23 @@ def read_tensors(f: Path, names, dtype=torch.float32, device="cpu") -> Dict[str,
             for name in names:
                 entry = header[name]
                 begin, end = entry["data_offsets"]
-                buf = torch.empty(entry["shape"], dtype=TORCH_DTYPES[entry["dtype"]])
-                raw = buf.reshape(-1).view(torch.uint8).numpy()
-                if raw.nbytes != end - begin:
-                    raise ValueError(f"tensor {name}: {end - begin} bytes stored for {raw.nbytes} expected")
+                src = TORCH_DTYPES[entry["dtype"]]
+                out_dtype = dtype if dtype is not None else src
+                buf = torch.empty(entry["shape"], dtype=out_dtype)
+                flat = buf.reshape(-1)
+                if flat.numel() * src.itemsize != end - begin:
+                    raise ValueError(f"tensor {name}: {end - begin} bytes stored for {flat.numel()} values")
                 fh.seek(base + begin)
-                view, got = memoryview(raw), 0
-                while got < raw.nbytes:
-                    k = fh.readinto(view[got:])
-                    if not k:
-                        raise ValueError(f"tensor {name}: the file ends early")
-                    got += k
-                out[name] = buf.to(device=device, dtype=dtype)
+                if src == out_dtype:  # straight into the final buffer
+                    _read_exactly(fh, flat.view(torch.uint8).numpy(), name)
+                else:  # through a small staging buffer, slice by slice: no full-size temporary
+                    if staging is None or staging.dtype != src:
+                        staging = torch.empty(STAGING_VALUES, dtype=src)
+                    for i in range(0, flat.numel(), STAGING_VALUES):
+                        part = staging[:min(STAGING_VALUES, flat.numel() - i)]
+                        _read_exactly(fh, part.view(torch.uint8).numpy(), name)
+                        flat[i:i + part.numel()].copy_(part)
+                out[name] = buf.to(device=device)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelFormatError(f"could not read {f.name}: {exc}") from None
     return out

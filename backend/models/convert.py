@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import ModelFormatError
+from .paths import model_file
 from .checkpoint import PICKLE_FILES, SINGLE_FILE, build_model, load_checkpoint, parse_config, read_config
 
 PREFIXES = ("module.", "_orig_mod.", "model.")
@@ -53,10 +54,10 @@ def convert_checkpoint(path, overwrite: bool = False) -> Path:
     path = Path(path)
     raw = read_config(path)
     cfg = parse_config(raw, str(path / "config.json"))
-    target = path / SINGLE_FILE
+    target = model_file(path, SINGLE_FILE)
     if target.exists() and not overwrite:
         raise ModelFormatError(f"{target} already exists: nothing to convert (pass --overwrite to redo it)")
-    source = next((path / n for n in PICKLE_FILES if (path / n).is_file()), None)
+    source = next((model_file(path, n) for n in PICKLE_FILES if model_file(path, n).is_file()), None)
     if source is None:
         raise ModelFormatError(f"no {' / '.join(PICKLE_FILES)} in {path}: nothing to convert")
     model = build_model(cfg, "meta")

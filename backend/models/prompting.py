@@ -14,14 +14,16 @@ A template is a small JSON object, shown and editable in the UI:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+import string
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..errors import LoopLensError, UsageError
 from .checkpoint import detect_family, read_config
+from .paths import model_file
 
-from ..settings import LETTERS  # noqa: E402
+from ..settings import LETTERS, MAX_PROMPT_CHARS, MAX_TEMPLATE_CHARS  # noqa: E402
 TEMPLATE_FILE = "prompt_template.json"
 
 
@@ -36,13 +38,54 @@ class PromptTemplate:
     notes: str = ""
 
     def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Text-only fields of bounded length; ``option_format`` uses only ``{letter}`` and ``{option}``, with no
+        format spec or conversion (``{option:>20000000}`` would build 20 MB per option); the prompt holds
+        ``{question}`` and ``{options}``.  A UsageError names the field and the problem."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, str):
+                raise UsageError(f"prompt template: {f.name} must be text, got {type(v).__name__}")
+            if len(v) > MAX_TEMPLATE_CHARS:
+                raise UsageError(f"prompt template: {f.name} has {len(v)} characters; the limit is {MAX_TEMPLATE_CHARS}")
         if self.readout not in ("letter", "option"):
             raise UsageError(f"template {self.name!r}: readout must be 'letter' or 'option', got {self.readout!r}")
         for ph in ("{question}", "{options}"):
             if ph not in self.prompt:
                 raise UsageError(f"template {self.name!r}: the prompt must contain the placeholder {ph}")
+        try:
+            parts = list(string.Formatter().parse(self.option_format))
+        except ValueError as exc:
+            raise UsageError(f"prompt template: option_format {self.option_format!r} is not valid ({exc}); "
+                             "write {letter} and {option}, and {{ }} for literal braces") from None
+        for _, name, spec, conv in parts:
+            if name is None:
+                continue
+            if name not in ("letter", "option"):
+                raise UsageError(f"prompt template: option_format may use only {{letter}} and {{option}}, "
+                                 f"not {{{name}}}")
+            if spec or conv:
+                raise UsageError(f"prompt template: {{{name}}} in option_format takes no format spec or "
+                                 f"conversion (got {{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}})")
+
+    def rendered_length(self, question: str, options: Sequence[str]) -> int:
+        """Characters of :meth:`render`'s result, computed without building it."""
+        parts = list(string.Formatter().parse(self.option_format))
+        literal = sum(len(lit) for lit, *_ in parts)
+        n_letter = sum(name == "letter" for _, name, *_ in parts)
+        n_option = sum(name == "option" for _, name, *_ in parts)
+        lines = sum(literal + n_letter + n_option * len(o) for o in options)
+        block = lines + len(self.option_separator) * max(0, len(options) - 1)
+        return (len(self.prompt) + self.prompt.count("{options}") * (block - len("{options}"))
+                + self.prompt.count("{question}") * (len(question) - len("{question}")))
 
     def render(self, question: str, options: Sequence[str]) -> str:
+        n = self.rendered_length(question, options)
+        if n > MAX_PROMPT_CHARS:
+            raise UsageError(f"the prompt would have {n} characters; the limit is {MAX_PROMPT_CHARS}: shorten the "
+                             "question, the options or the template")
         lines = [self.option_format.format(letter=LETTERS[i], option=o) for i, o in enumerate(options)]
         # str.replace rather than format(): questions may contain braces.
         return self.prompt.replace("{options}", self.option_separator.join(lines)).replace("{question}", question)
@@ -121,7 +164,7 @@ def family_template(family: Optional[str], tokenizer=None) -> PromptTemplate:
 def template_for(model_dir: Path, tokenizer=None, family: Optional[str] = None) -> PromptTemplate:
     """The model's own template (``prompt_template.json``), else its family's shipped default (the family is
     read from the directory's config.json when not given)."""
-    f = Path(model_dir) / TEMPLATE_FILE
+    f = model_file(model_dir, TEMPLATE_FILE)
     if family is None:
         try:
             family = detect_family(read_config(model_dir))

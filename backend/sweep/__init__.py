@@ -1,7 +1,7 @@
 """Sweeps: trace every (item x variant x permutation x seed) instance of a benchmark, resumably, as Parquet.
 
 ``python -m backend sweep --model M --benchmark FILE --out DIR [--limit N] [--variants base,easy,nca]
-[--permutations 25] [--seeds 1] [--steps 30] [--shard i/n] [--engine local|ray]``
+[--permutations N (default: all distinct orders)] [--seeds 3] [--steps 30] [--shard i/n] [--engine local|ray]``
 
 The package, one concern per module (imports go one way: store <- load; store <- spec <- runner <- local / ray_engine):
 

@@ -267,23 +267,24 @@ def run_sweep(spec: SweepSpec, shard: Tuple[int, int] = (0, 1), engine: str = "l
     except OSError as exc:
         raise store.disk_error(exc, out) from None
     try:
-        with store.write_lock(out):
-            store.remove_orphan_temporaries(out)
-            if old is None:
-                try:
+        try:
+            with store.write_lock(out):
+                store.remove_orphan_temporaries(out)
+                if old is None:
                     old = store.create_manifest(out, new_manifest(spec, ident, bundle, len(items)))
-                except OSError as exc:
-                    raise store.disk_error(exc, out / store.MANIFEST) from None
-                check_same_sweep(out, old, ident)
-            for b in sc.bad:
-                if not b.ours:
-                    log(f"warning: {b.path.name}: {b.reason}: left as it is (move it out of {out})")
-                    continue
-                dest = store.set_aside(out, b)
-                log(f"{b.path.name}: {b.reason}: moved to {dest.parent.name}/{dest.name}; recomputing its instances")
-                stats["recomputed"] += 1
-            store.refresh(out, sc, fp)
-        ensure_similarity(out, spec, items, log)
+                    check_same_sweep(out, old, ident)
+                for b in sc.bad:
+                    if not b.ours:
+                        log(f"warning: {b.path.name}: {b.reason}: left as it is (move it out of {out})")
+                        continue
+                    dest = store.set_aside(out, b)
+                    log(f"{b.path.name}: {b.reason}: moved to {dest.parent.name}/{dest.name}; recomputing its "
+                        "instances")
+                    stats["recomputed"] += 1
+                store.refresh(out, sc, fp)
+                ensure_similarity(out, spec, items, log)  # under the lock: computed once, the others reuse it
+        except OSError as exc:
+            raise store.disk_error(exc, out) from None
         if sc.duplicates:
             log(f"warning: {sc.duplicates} instance(s) appear in more than one part; load_results keeps the first")
         already = _count_done(items, spec, shard, sc.finished)

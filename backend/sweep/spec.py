@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import UsageError
-from ..items import VARIANTS, load_benchmark
-from ..settings import DEFAULT_PERMUTATIONS, DEFAULT_STEPS, KL_THRESHOLD, KL_WINDOW, RUN_LENGTH
+from ..items import VARIANTS, balanced_permutation_count, load_benchmark, permutation_note
+from ..settings import DEFAULT_STEPS, KL_THRESHOLD, KL_WINDOW, RUN_LENGTH, SWEEP_PERMUTATIONS, SWEEP_SEEDS
 from ..trace import check_steps
 
 DEFAULT_CHUNK = 256
 # Columns ``permutation`` and ``seed`` are int32: larger counts cannot be stored (and could never be run).
 MAX_COUNT = 2**31 - 1
+# How permutation numbers map to answer orders (backend.items.permutation_order); part of a results directory's
+# identity, so a directory written under another mapping is never resumed with this one.
+ANSWER_ORDERS = "balanced-blocks/1"
 
 
 @dataclass
@@ -31,8 +34,10 @@ class SweepSpec:
     benchmark: str
     out: str
     variants: Tuple[str, ...] = VARIANTS
-    permutations: int = DEFAULT_PERMUTATIONS
-    seeds: int = 1
+    # None: all distinct answer orders of each item's options (24 for four); a number above that is rounded up to
+    # whole cycles of all orders (backend.items.balanced_permutation_count), never a partial one.
+    permutations: Optional[int] = SWEEP_PERMUTATIONS
+    seeds: int = SWEEP_SEEDS
     steps: int = DEFAULT_STEPS
     limit: Optional[int] = None
     base_seed: int = 0
@@ -115,7 +120,8 @@ def _whole(name: str, v, lo: int, hi: Optional[int] = None) -> None:
 def validate_spec(spec: SweepSpec) -> None:
     check_steps(spec.steps)
     parse_variants(spec.variants)
-    _whole("--permutations", spec.permutations, 1, MAX_COUNT)
+    if spec.permutations is not None:
+        _whole("--permutations", spec.permutations, 1, MAX_COUNT)
     _whole("--seeds", spec.seeds, 1, MAX_COUNT)
     _whole("--chunk-size", spec.chunk_size, 1, 10**6)
     if spec.limit is not None:
@@ -124,7 +130,7 @@ def validate_spec(spec: SweepSpec) -> None:
         _whole("--batch-size", spec.batch_size, 1, 10**6)
     if spec.threads is not None:
         _whole("--threads", spec.threads, 1, 4096)
-    _whole("--base-seed", spec.base_seed, 0, 2**63 - 1)
+    _whole("--base-seed", spec.base_seed, -2**63, 2**63 - 1)
     if not math.isfinite(spec.init_scale) or spec.init_scale < 0:
         raise UsageError(f"--init-scale must be a finite number >= 0, got {spec.init_scale}")
     if not isinstance(spec.out, str) or not spec.out.strip():
@@ -148,9 +154,20 @@ def _item_variants(it, spec: SweepSpec) -> List[str]:
     return [v for v in spec.variants if v in avail]
 
 
+def n_permutations(it, variant: str, spec: SweepSpec) -> int:
+    """Answer orders run for one item's variant (:func:`backend.items.balanced_permutation_count`)."""
+    return balanced_permutation_count(it.variant(variant).n_options, spec.permutations)
+
+
+def permutation_notes(items, spec: SweepSpec) -> List[str]:
+    """One sentence per option count whose requested number of orders was rounded up, or does not balance."""
+    counts = sorted({it.variant(v).n_options for it in items for v in _item_variants(it, spec)})
+    return [note for n in counts for note in [permutation_note(n, spec.permutations)] if note]
+
+
 def count_instances(items, spec: SweepSpec) -> int:
     """How many instances :func:`iter_instances` yields (computed, not enumerated)."""
-    return sum(len(_item_variants(it, spec)) for it in items) * spec.permutations * spec.seeds
+    return sum(n_permutations(it, v, spec) for it in items for v in _item_variants(it, spec)) * spec.seeds
 
 
 def iter_instances(items, spec: SweepSpec, shard: Tuple[int, int] = (0, 1)) -> Iterator[Instance]:
@@ -158,10 +175,10 @@ def iter_instances(items, spec: SweepSpec, shard: Tuple[int, int] = (0, 1)) -> I
     memory does not grow with the number of permutations or seeds.  An item without a requested variant (no
     easy/NCA options) simply has no instances of it; shard ``i/n`` takes the instances numbered ``i`` mod ``n``."""
     i, n = shard
-    per = spec.permutations * spec.seeds
     g = 0
     for it in items:
         for v in _item_variants(it, spec):
+            per = n_permutations(it, v, spec) * spec.seeds
             # the first global index >= g in this shard, then every n-th, within [g, g + per)
             k = g + ((i - g) % n)
             while k < g + per:
@@ -210,6 +227,7 @@ def identity(spec: SweepSpec, checkpoint_hash: str, template: dict, benchmark_sh
         "dtype": spec.dtype,
         "benchmark_sha256": benchmark_sha,
         "metric_params": {"kl_threshold": KL_THRESHOLD, "kl_window": KL_WINDOW, "run_length": RUN_LENGTH},
+        "answer_orders": ANSWER_ORDERS,
     }
 
 

@@ -180,7 +180,7 @@ def remove_orphan_temporaries(out: Path) -> int:
     """Remove temporary files of killed writers; call only while holding :func:`write_lock`."""
     n = 0
     for d in (out, out / HIDDEN_DIR):
-        for tmp in d.glob(".*.tmp") if d.is_dir() else ():
+        for tmp in d.glob(f".{PART_PREFIX}*.tmp") if d.is_dir() else ():
             if tmp.is_file():
                 tmp.unlink(missing_ok=True)
                 n += 1
@@ -342,9 +342,10 @@ def scan(out: Path, fp: Optional[str], verify_hidden: bool = True) -> ScanResult
 
 def refresh(out: Path, sc: ScanResult, fp: Optional[str]) -> None:
     """Add the keys of parts that appeared since ``sc`` was made (other writers); call under the write lock."""
-    for p in part_paths(out):
-        if p.name in sc.seen:
-            continue
+    new = [n for n in os.listdir(out) if n.startswith(PART_PREFIX) and n.endswith(".parquet") and n not in sc.seen]
+    for p in sorted(out / n for n in new):  # only names not read before: no stat per known part
+        if not p.is_file():
+            raise damaged(p, "is not a file (a part should be a Parquet file)")
         sc.seen.add(p.name)
         sc.parts += 1
         c = check_part(p, fp, verify_hidden=False)
@@ -383,17 +384,23 @@ def read_manifest(out) -> Optional[dict]:
     except OSError as exc:
         raise LoopLensError(f"cannot read {p}: {exc.strerror or exc}") from None
     if not isinstance(man, dict):
-        raise damaged(p, f"holds a JSON {type(man).__name__}, not a manifest object")
+        raise damaged(p, f"holds a JSON {_json_type(man)}, not a manifest object")
     schema = man.get("schema")
     if schema != SCHEMA:
         raise LoopLensError(f"{p.parent} holds results of format {str(schema)[:40]!r}; this LoopLens reads "
                             f"{SCHEMA!r}: use a new --out (or the LoopLens version that wrote it)")
     for k, typ in (("fingerprint", str), ("identity", dict), ("parameters", dict)):
         if k in man and not isinstance(man[k], typ):
-            raise damaged(p, f"has a wrong {k!r} field ({type(man[k]).__name__}, expected {typ.__name__})")
+            raise damaged(p, f"has a wrong {k!r} field (a JSON {_json_type(man[k])}, expected "
+                             f"{_json_type(typ())})")
     if not isinstance(man.get("fingerprint"), str):
         raise damaged(p, "has no fingerprint")
     return man
+
+
+def _json_type(v) -> str:
+    return {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(v), type(v).__name__)
 
 
 def create_manifest(out: Path, man: dict) -> dict:

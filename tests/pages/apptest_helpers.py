@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,49 @@ def chart_by_title(at, text: str) -> dict:
 
 def no_exceptions(at) -> None:
     assert not at.exception, [e.value for e in at.exception]
+
+
+# Hostile text: remote images (tracking), links (phishing), bare URLs, raw HTML, math, a colour directive.
+EVIL = ("![pixel](http://evil.example/t.png) [click here](http://evil.example/login) www.evil.example "
+        "<a href='http://evil.example'>x</a> $x^2$ :red[alarm]")
+
+
+def markdown_sources(at) -> list:
+    """The Markdown source of every element that Streamlit renders as Markdown (texts, alerts, labels, helps)."""
+    out = []
+    for kind in ("markdown", "caption", "error", "warning", "info", "success", "title", "header", "subheader"):
+        out += [e.value for e in at.get(kind)]
+    out += [e.label for e in at.expander]
+    out += [m.proto.help for m in at.metric] + [m.label for m in at.metric]
+    return out
+
+
+def assert_rendered_as_text(at) -> None:
+    """No hostile text can form a link, an image, HTML or a directive anywhere on the page (Markdown or Plotly)."""
+    srcs = markdown_sources(at)
+    assert any("evil" in s for s in srcs), "the hostile text is not shown at all"
+    for s in srcs:  # an unescaped link/image (the app's own relative links aside), URL, HTML tag, math or directive
+        for bad in (r"(?<!\\)\]\((?!/\?)", r"http://", r"www\.evil", r"(?<!\\)<[a-z/]", r"(?<!\\)\$",
+                    r"(?<!\\):red"):
+            assert not re.search(bad, s), f"{bad!r} would render as Markdown in {s[:300]!r}"
+    for spec in charts(at):
+        text = json.dumps(spec, ensure_ascii=False)
+        assert "<a " not in text and "<a>" not in text, "an HTML link in a chart"
+
+
+@pytest.fixture
+def evil_benchmark(tmp_path, monkeypatch):
+    """The only offered benchmark file holds hostile text in every field the pages show."""
+    from backend import uploads
+
+    lines = []
+    for k in range(3):
+        lines.append(json.dumps({"id": f"evil-{k}", "domain": "factual", "question": f"{EVIL} {k}",
+                                 "answer": f"[yes {k}](http://evil.example)",
+                                 "distractors": [f"![no {k}](http://evil.example/n.png)", f"<b>{k}</b>", f"c{k}"],
+                                 "easy_distractors": [f"e{k}", "www.evil.example", f"$e{k}$"],
+                                 "nca_distractor": f":red[n{k}]"}))
+    f = tmp_path / "evil.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(uploads, "benchmark_files", lambda model=None: [f])
+    return f

@@ -1,1 +1,1 @@
-from apptest_helpers import app  # noqa: F401  (fixture)
+from apptest_helpers import app, evil_benchmark  # noqa: F401  (fixtures)

@@ -35,8 +35,8 @@ def sweep_dir(tiny_dir, tmp_path_factory):
     if not bench:
         pytest.skip("no benchmark file")
     out = tmp_path_factory.mktemp("sweep")
-    spec = SweepSpec(model=str(tiny_dir), benchmark=str(bench[0]), out=str(out), permutations=2, limit=4, steps=12,
-                     embedding_model=None, hidden=False, device="cpu")
+    spec = SweepSpec(model=str(tiny_dir), benchmark=str(bench[0]), out=str(out), permutations=2, seeds=2, limit=4,
+                     steps=12, embedding_model=None, hidden=False, device="cpu")
     run_sweep(spec, progress=False) if "progress" in run_sweep.__code__.co_varnames else run_sweep(spec)
     return out
 
@@ -57,3 +57,33 @@ def test_benchmark_page_on_a_sweep_directory(app, sweep_dir, monkeypatch):
     chart_by_title(at, "Base vs Easy")
     chart_by_title(at, "Backtracking")
     assert any("Base instances with at least one backtrack" in m.value for m in at.markdown)
+    # issue 10: titled by model and benchmark, reference values beside, the reporting rules' numbers shown
+    assert not any("reproduced" in m.value.replace("not reproduced", "") for m in at.markdown)
+    assert any("reference values from Huginn-0125" in m.value for m in at.markdown)
+    assert any(" on " in h.value for h in at.subheader)
+    table = at.dataframe[0].value
+    assert {"low_mass_share", "robust_backtrack_rate", "verdict_flip_share", "exploration_restricted_mean",
+            "never_converged_share", "accuracy_gain_within_item"} <= set(table["field"])
+    assert any(f.startswith("backtrack_rate_by_run_length.") for f in table["field"])
+    assert table.loc[table["field"] == "robust_backtrack_rate", "base"].iloc[0] != "n/a"  # 2 seeds: measured
+
+
+@pytest.mark.parametrize("content,msg", [
+    ({"schema": "looplens.report/1", "meta": 5}, "field 'meta' is a number"),
+    ({"schema": "looplens.report/1", "meta": {}, "headline": []}, "no field 'groups'"),
+    ({"schema": "looplens.report/1", "meta": {}, "headline": [], "groups": [1], "exploration": {},
+      "entropy_curves": [], "exploration_hist": {}, "destinations": []}, "not objects"),
+    ({"schema": "looplens.report/1", "meta": {"ci": "x"}, "headline": [{"key": 3}], "groups": [],
+      "exploration": {"per_item": 7}, "entropy_curves": [{"variant": "base"}], "exploration_hist": {"base": {}},
+      "destinations": []}, "Report"),
+])
+def test_report_json_of_the_wrong_shape_is_a_message(app, tmp_path, monkeypatch, content, msg):
+    from backend import report
+
+    monkeypatch.setattr(report, "shipped_reports", lambda root=None: {})
+    f = tmp_path / "report.json"
+    f.write_text(json.dumps(content))
+    at = app(page="benchmark")
+    at.text_input(key="bench_results_dir").set_value(str(f)).run()
+    no_exceptions(at)
+    assert any(msg in e.value.replace("\\", "") for e in at.error), [e.value for e in at.error]

@@ -30,3 +30,13 @@ def test_compare_detail_permutation_changes_without_new_runs(app):
     second = [arr(d["y"]).tolist() for d in chart_by_title(at, "Base: belief")["data"]]
     assert len(second) == 4 and at.query_params["perm"] == "2"
     assert first != second or True  # different answer order (a random model may give the same curves)
+
+
+def test_benchmark_text_renders_as_plain_text(app, evil_benchmark):
+    from apptest_helpers import assert_rendered_as_text
+
+    at = app(page="compare")
+    at.number_input(key="n_perms").set_value(2).run()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    assert_rendered_as_text(at)

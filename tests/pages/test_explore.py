@@ -130,3 +130,58 @@ def test_no_model_shows_a_message(app, monkeypatch):
     at = app()
     no_exceptions(at)
     assert any("No model is available" in w.value for w in at.warning)
+
+
+def test_question_and_options_from_a_link_render_as_plain_text(app):
+    from apptest_helpers import EVIL, assert_rendered_as_text
+
+    at = app(query={"q": EVIL, "opts": f"{EVIL}|[phish](http://evil.example)|<a href='http://evil.example'>x</a>",
+                    "ans": "A", "variant": EVIL})
+    no_exceptions(at)
+    assert at.radio(key="source").value == "Your question"
+    assert len(_belief(at)["data"]) == 3
+    assert_rendered_as_text(at)
+
+
+def test_uploaded_items_and_their_errors_render_as_plain_text(app):
+    from apptest_helpers import EVIL, assert_rendered_as_text
+
+    at = app()
+    at.radio(key="source").set_value("Upload JSONL").run()
+    good = {"id": "u1", "domain": "factual", "question": EVIL, "answer": "[a](http://evil.example)",
+            "distractors": ["![b](http://evil.example/b.png)", "c", "d"]}
+    bad = {"id": "u2", "question": EVIL, "answer": EVIL, "distractors": [EVIL]}
+    data = (json.dumps(good) + "\n" + json.dumps(bad) + "\n").encode()
+    at.file_uploader(key="upload").upload("[f](http://evil.example).jsonl", data).run()
+    no_exceptions(at)
+    assert len(_belief(at)["data"]) == 4
+    assert_rendered_as_text(at)
+
+
+def test_template_with_a_huge_format_spec_is_refused_before_anything_is_built(app):
+    at = app()
+    ta = [t for t in at.text_area if (t.key or "").startswith("template_json::")][0]
+    tmpl = json.loads(ta.value)
+    tmpl["option_format"] = "{letter}) {option:>20000000}"
+    ta.set_value(json.dumps(tmpl)).run()
+    no_exceptions(at)
+    assert any("format spec" in e.value for e in at.error), [e.value for e in at.error]
+    assert not [c for c in at.code if len(c.value) > 100_000]
+
+
+def test_upload_with_a_lone_surrogate_or_over_the_limit_is_a_message(app):
+    from backend.uploads import MAX_UPLOAD_BYTES
+
+    at = app()
+    at.radio(key="source").set_value("Upload JSONL").run()
+    assert f"up to {MAX_UPLOAD_BYTES // 2**20} MB" in at.get("file_uploader")[0].label
+    good = {"id": "u1", "question": "What colour is the sky?", "answer": "blue", "distractors": ["green", "red"]}
+    bad = '{"id": "u2", "question": "Sky\\ud800?", "answer": "blue", "distractors": ["green", "red"]}'
+    at.file_uploader(key="upload").upload("s.jsonl", (json.dumps(good) + "\n" + bad + "\n").encode()).run()
+    no_exceptions(at)
+    assert any("1 line(s) skipped" in e.label for e in at.expander)
+    assert any("surrogate" in m.value for m in at.markdown)
+    assert at.selectbox(key="item").value == "u1"
+    at.file_uploader(key="upload").upload("big.jsonl", b"x" * (MAX_UPLOAD_BYTES + 1)).run()
+    no_exceptions(at)
+    assert any("limited to" in e.value for e in at.error), [e.value for e in at.error]

@@ -19,3 +19,11 @@ def test_learn_walkthrough_has_a_diagram_and_animated_examples(app):
     infos = [i.value for i in at.info if "no clear example" not in i.value]
     assert len(infos) == len(anims)
     assert all(t.count(". ") >= 1 for t in infos)
+
+
+def test_benchmark_text_renders_as_plain_text(app, evil_benchmark):
+    from apptest_helpers import assert_rendered_as_text
+
+    at = app(page="learn")
+    no_exceptions(at)
+    assert_rendered_as_text(at)

@@ -158,7 +158,7 @@ def stop_after(n):
 
 def _sweep_args(tiny_dir, bench, out, *extra):
     return ["sweep", "--model", str(tiny_dir), "--benchmark", str(bench), "--out", str(out), "--permutations", "3",
-            "--steps", "6", "--chunk-size", "5", "--threads", "1", "--no-similarity", "--no-progress",
+            "--seeds", "1", "--steps", "6", "--chunk-size", "5", "--threads", "1", "--no-similarity", "--no-progress",
             "--device", "cpu", *extra]
 
 
