@@ -12,13 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
-from . import exit_report, intervention_tables, interventions, similarity, validate
+from . import cups_eval, exit_report, intervention_tables, interventions, similarity, validate
 from .cups import RECIPES, benchmark_splits
 from .learn import main as learn_main
 from .errors import LoopLensError, UsageError
 from .items import Item, load_benchmark
-from .models import PromptTemplate, default_model_name, load_bundle
+from .models import PromptTemplate, default_model_name, load_bundle, resolve_model_path
 from .models.convert import convert_checkpoint
+from .models.runtime import configure_torch_threads
 from .report import compute_report, load_results, save_report, to_json, to_markdown
 from .metrics import check_mass_threshold
 from .settings import (BENCHMARKS_DIR, DEFAULT_PERMUTATIONS, DEFAULT_STEPS, LETTERS, MASS_THRESHOLD, MAX_STEPS, MIN_STEPS,
@@ -107,7 +108,8 @@ def cmd_convert(a) -> int:
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train a shipped looped model's recipe (cups-letters, cups-mini) from scratch")
+    p = sub.add_parser("train", help="train a shipped looped model from its recipe (cups-letters: warm start "
+                       "from cups-mini; cups-mini: from scratch)")
     p.add_argument("recipe", help="the recipe: cups-letters (the default model) or cups-mini")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (the run is deterministic given "
@@ -117,23 +119,22 @@ def _add_train(sub):
     p.add_argument("--init-from", default=None, help="checkpoint to start from (tensors matching by name and shape)")
     p.add_argument("--d", type=int, default=None, help="model width")
     p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--save-every", type=int, default=None, help="also save the checkpoint every N steps")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(a) -> int:
-
-
     if a.recipe not in RECIPES:
         raise UsageError(f"unknown recipe {a.recipe!r}: choose one of {', '.join(RECIPES)}")
     task, overrides = RECIPES[a.recipe]
     cfg = TrainConfig(**overrides)
     flags = {"max_steps": a.max_steps, "minutes": a.minutes, "seed": a.seed, "init_from": a.init_from, "d": a.d,
-             "eval_every": a.eval_every, "threads": a.threads}
+             "eval_every": a.eval_every, "threads": a.threads, "save_every": a.save_every}
     cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
-    if cfg.init_from and not Path(cfg.init_from).is_dir():
-        raise UsageError(f"--init-from {cfg.init_from}: no such checkpoint directory")
+    if cfg.init_from:  # a checkpoint directory or a shipped model's name
+        cfg = replace(cfg, init_from=str(resolve_model_path(cfg.init_from)))
     s = train(task, Path(a.out), cfg, progress=not a.quiet)
     print(json.dumps({k: v for k, v in s.items() if k != "log"}))
     return 0
@@ -147,7 +148,6 @@ def _add_make_splits(sub):
 
 
 def cmd_make_splits(a) -> int:
-
     try:
         splits = benchmark_splits(a.model)
     except ValueError as exc:
@@ -157,6 +157,38 @@ def cmd_make_splits(a) -> int:
     for stem, items in splits.items():
         (out / f"{stem}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in items))
         print(f"wrote {len(items)} items to {out / (stem + '.jsonl')}")
+    return 0
+
+
+def _add_cups_targets(sub):
+    p = sub.add_parser("cups-targets", help="measure a letter-readout cups model against the default-model targets "
+                       "(tracer + metrics over several seeds, linear probe); writes targets.json and targets.md")
+    p.add_argument("--model", default="cups-letters")
+    p.add_argument("--splits", default=None, help="the splits' name prefix in data/benchmarks (default: the model's "
+                   "name; e.g. cups-letters to measure cups-mini on them)")
+    p.add_argument("--out", required=True, help="directory for targets.json and targets.md")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_cups_targets)
+
+
+def cmd_cups_targets(a) -> int:
+    configure_torch_threads(a.threads)
+    bundle = load_bundle(a.model)
+    splits = {}
+    for k in ("test", "probe", "hard"):
+        name = a.splits or Path(bundle.name).name
+        f = BENCHMARKS_DIR / f"{name}-{k}.jsonl"
+        if not f.is_file():
+            raise UsageError(f"{f} is missing: run `python -m backend make-splits {name}` first")
+        splits[k] = load_benchmark(f).items
+    res = cups_eval.evaluate(bundle, splits, seeds=tuple(range(a.seeds)), log=lambda m: print(m, file=sys.stderr))
+    res.update({"model": bundle.name, "checkpoint_hash": bundle.checkpoint_hash})
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "targets.md").write_text(cups_eval.render_targets(res))
+    (out / "targets.json").write_text(json.dumps(res, indent=1))
+    print(f"wrote {out / 'targets.md'} and {out / 'targets.json'}")
     return 0
 
 
@@ -171,7 +203,6 @@ def _add_learn(sub):
 
 
 def cmd_learn(a) -> int:
-
     return learn_main(a.model, a.benchmark, a.steps, a.seeds, a.items)
 
 
@@ -188,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_make_splits(sub)
     _add_learn(sub)
+    _add_cups_targets(sub)
     return parser
 
 

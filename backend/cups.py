@@ -309,13 +309,14 @@ class CupsTask:
 
 
 # ------------------------------------------------------------------------------------- recipes and splits
+HARD_SWAPS = (12, 15)  # the hard split: longer than any training question (training stops at 8 swaps)
 # The shipped models' training recipes: the task, and the trainer's settings (backend.train.TrainConfig fields).
 RECIPES: Dict[str, tuple] = {
     "cups-mini": (CupsTask(readout="option", last_ball_p=1.0, variants=("base", "base", "easy", "nca"), min_swaps=1),
                   dict(max_steps=12000, minutes=17.0, lr=3e-3)),
     "cups-letters": (CupsTask(readout="letter", last_ball_p=0.5, variants=("base", "base", "base", "easy", "nca"),
-                              option_letters=True, min_swaps=1),
-                     dict(max_steps=12000, minutes=60.0, lr=3e-3, init_from="data/models/cups-mini")),
+                              option_letters=True, front_letters=True, min_swaps=1),
+                     dict(max_steps=12000, minutes=60.0, lr=3e-3, init_from="cups-mini")),
 }
 
 
@@ -324,15 +325,26 @@ def benchmark_splits(model: str) -> Dict[str, List[dict]]:
 
     cups-mini: its test split (unchanged).  cups-letters: ``-test`` (held out by hash, 2-8 swaps, the last swap
     moves the ball half of the time, as in training), ``-probe`` (the last swap never moves the ball: the surface cue
-    "the answer is a cup of the last swap" is broken; held out, disjoint from -test), ``-hard`` (9-11 swaps, longer
+    "the answer is a cup of the last swap" is broken; held out, disjoint from -test), ``-hard`` (12-15 swaps, longer
     than any training question; held out)."""
     if model == "cups-mini":
         return {"cups-mini-test": make_split("test", 140)}
     if model != "cups-letters":
         raise ValueError(f"no splits defined for {model!r}")
-    test = make_split("test", 140, (2, 8), seed=0, last_ball_p=0.5, id_prefix="cl-test")
+    test = make_split("test", 140, (2, 8), seed=0, last_ball_p=0.5)
     seen = {d["question"] for d in test}
-    probe = make_split("test", 140, (2, 8), seed=1, last_ball_p=0.0, id_prefix="cl-probe", exclude=seen)
+    probe = make_split("test", 140, (2, 8), seed=1, last_ball_p=0.0, exclude=seen)
     seen |= {d["question"] for d in probe}
-    hard = make_split("test", 120, (9, 11), seed=2, last_ball_p=0.5, id_prefix="cl-hard", exclude=seen)
-    return {"cups-letters-test": test, "cups-letters-probe": probe, "cups-letters-hard": hard}
+    hard = make_split("test", 120, HARD_SWAPS, seed=2, last_ball_p=0.5, exclude=seen)
+    return {"cups-letters-test": interleave(test, "cl-test"), "cups-letters-probe": interleave(probe, "cl-probe"),
+            "cups-letters-hard": interleave(hard, "cl-hard")}
+
+
+def interleave(items: List[dict], id_prefix: str) -> List[dict]:
+    """Items reordered so that the swap counts take turns (any prefix, e.g. ``sweep --limit``, is balanced), and
+    renumbered ``<id_prefix>-0000`` on."""
+    by_n: Dict[int, List[dict]] = {}
+    for d in items:
+        by_n.setdefault(d["swaps"], []).append(d)
+    out = [d for group in itertools.zip_longest(*by_n.values()) for d in group if d is not None]
+    return [{**d, "id": f"{id_prefix}-{i:04d}"} for i, d in enumerate(out)]

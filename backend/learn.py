@@ -205,15 +205,18 @@ def option_note(item, trace, option: int) -> Optional[str]:
     text = trace.options[option]
     if trace.correct == option:
         return "the correct answer"
-    if notes and text in notes:
-        return notes[text].get("text")
-    return None
+    note = notes.get(text) if notes else None
+    if not note:
+        return None
+    if "after" in note and "of" in note:
+        return f"where the ball was after {note['after']} of {note['of']} swaps (an earlier state of the task)"
+    return note.get("text")
 
 
 def find_examples(bundle, bench_items, steps: int = 30, seeds: Sequence[int] = (0, 1, 2, 3, 4), n_items: int = 40,
                   permutations: int = 2) -> List[Example]:
-    """Trace the scanned instances under every seed; pick each kind among the instances where it holds under a
-    majority of the seeds (seed ``seeds[0]`` is the one shown), falling back to any instance."""
+    """Trace the scanned instances under every seed; pick each kind among the instances where it holds under the
+    most seeds (seed ``seeds[0]`` is the one shown, and must show it), one instance per kind."""
     insts = scan_instances(bench_items, n_items, permutations)
     if not insts:
         raise UsageError("no benchmark items to scan for examples")
@@ -221,18 +224,19 @@ def find_examples(bundle, bench_items, steps: int = 30, seeds: Sequence[int] = (
     runs = [trace_items(bundle, insts, steps, seeds=s) for s in seeds]
     shown = runs[0]
     by_id = {it.id: it for it in bench_items}
-    out = []
-    for kind in KINDS:
+    out, used = [], set()
+    for kind in ("backtrack", "nca", "exploration", "commitment", "convergence"):  # scarcest first
         count = [sum(holds(kind, r[i].metrics) for r in runs) for i in range(len(insts))]
-        majority = [i for i in range(len(insts)) if count[i] * 2 > len(seeds) and holds(kind, shown[i].metrics)]
-        pool = majority or [i for i in range(len(insts)) if holds(kind, shown[i].metrics)]
+        pool = [i for i in range(len(insts)) if holds(kind, shown[i].metrics) and i not in used]
         if not pool:
             continue
-        sub = [shown[i] for i in pool]
-        pick = select_examples(sub).get(kind)
+        best = max(count[i] for i in pool)
+        pool = [i for i in pool if count[i] == best]  # the most robust candidates, then the clearest of them
+        pick = select_examples([shown[i] for i in pool]).get(kind)
         if pick is None:
             continue
         i = pool[pick]
+        used.add(i)
         tr = shown[i]
         note = None
         if kind == "backtrack" and tr.metrics.backtracks:
@@ -241,6 +245,7 @@ def find_examples(bundle, bench_items, steps: int = 30, seeds: Sequence[int] = (
             note = f"The abandoned answer {LETTERS[a]} ({tr.options[a]}) is {what}." if what else None
         out.append(Example(kind, tr.item_id, tr.variant or "base", tr.permutation, seeds[0], count[i], len(seeds),
                            note))
+    out.sort(key=lambda e: KINDS.index(e.kind))
     return out
 
 

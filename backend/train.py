@@ -39,6 +39,7 @@ class TrainConfig:
     batch: int = 64
     lr: float = 3e-3
     warmup: int = 100
+    lr_horizon: int = 12000  # cosine decay to 0.1 x lr over this many steps, whatever max_steps is
     d: int = 64
     heads: int = 2
     inter: int = 192
@@ -51,6 +52,14 @@ class TrainConfig:
     eval_steps: tuple = (1, 2, 4, 8, 16, 30)
     init_from: Optional[str] = None
     threads: int = 1
+    save_every: int = 0  # also save the checkpoint every this many steps (0: only at the end)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 0.1 x lr over ``lr_horizon`` steps.  It does not depend on
+    ``max_steps``, so a run stopped at step k (by the clock) is reproduced exactly by ``max_steps=k``."""
+    frac = min(1.0, step / cfg.lr_horizon)
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.5 * (1 + math.cos(math.pi * frac)) * 0.9 + 0.1)
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> HuginnModel:
@@ -113,8 +122,7 @@ def train(task, out, cfg: TrainConfig, progress: bool = True, log_fn=print) -> d
         b = task.batch(rng, cfg.batch, n)
         r = rng.randint(1, b.depth + cfg.extra_depth)
         loss = window_loss(model, b, r, cfg.bptt, [rng.randrange(2**31) for _ in range(cfg.batch)])
-        frac = step / cfg.max_steps
-        lr_now = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.5 * (1 + math.cos(math.pi * frac)) * 0.9 + 0.1)
+        lr_now = learning_rate(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr_now
         opt.zero_grad()
@@ -133,10 +141,17 @@ def train(task, out, cfg: TrainConfig, progress: bool = True, log_fn=print) -> d
                        f"acc@{','.join(map(str, cfg.eval_steps))} {acc}")
             if acc and min(v[-1] for v in acc.values()) >= cfg.promote and level < task.max_swaps:
                 level += 1
+        if cfg.save_every and step % cfg.save_every == 0:
+            _save(model, task, out, cfg, step, level, t0, log)
+    return _save(model, task, out, cfg, step, level, t0, log)
+
+
+def _save(model, task, out: Path, cfg: TrainConfig, step: int, level: int, t0: float, log: list) -> dict:
     save_checkpoint(model, out)
     (out / "prompt_template.json").write_text(task.template.to_json())
     summary = {"steps": step, "minutes": round((time.time() - t0) / 60, 2), "final_level": level,
                "stopped_by": "max_steps" if step >= cfg.max_steps else "minutes",
+               "reproduce": f"max_steps={step} (the schedule does not depend on max_steps)",
                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
                "task": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(task).items()}, "log": log}
     (out / "training_log.json").write_text(json.dumps(summary, indent=1))

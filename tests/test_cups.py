@@ -178,3 +178,41 @@ def test_heldout_accuracy_at_30_steps_and_depth_matters():
     early = np.array([int(t.probs[1].argmax()) == t.correct for t in traces])
     assert final.mean() >= 0.80, final.mean()
     assert early.mean() < final.mean()  # more steps help: depth matters
+
+
+LETTERS_NAME = "cups-letters"
+LETTERS_DIR = REPO / "data" / "models" / LETTERS_NAME
+shipped_letters = pytest.mark.skipif(not (LETTERS_DIR / "config.json").is_file(), reason="cups-letters is not shipped")
+
+
+@shipped_letters
+def test_cups_letters_is_the_default_model_and_small():
+    from backend.models import default_model_name
+
+    assert default_model_name() == LETTERS_NAME
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "prompt_template.json", "README.md",
+              "training_log.json"):
+        assert (LETTERS_DIR / f).is_file(), f
+    assert sum(p.stat().st_size for p in LETTERS_DIR.iterdir()) <= 5 * 2**20
+    assert load_bundle(LETTERS_NAME).template.readout == "letter"
+
+
+@shipped_letters
+def test_cups_letters_acceptance_targets_1_and_2():
+    """Targets 1 and 2 on 40 held-out items through the project's tracer: option (letter) mass >= 0.5 at every step
+    from step 2 in >= 90% of instances of every variant; base accuracy >= 85% after 30 steps and >= 30 points lower
+    after step 2."""
+    from backend.trace import trace_items
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    bundle = load_bundle(LETTERS_NAME)
+    bench = load_benchmark(REPO / "data" / "benchmarks" / f"{LETTERS_NAME}-test.jsonl").items[:40]
+    for variant in ("base", "easy", "nca"):
+        traces = trace_items(bundle, [b.instance(variant, k % 24) for k, b in enumerate(bench)], 30, seeds=0)
+        mass_ok = np.mean([(t.letter_mass[1:] >= 0.5).all() for t in traces])
+        assert mass_ok >= 0.9, (variant, mass_ok)
+        if variant == "base":
+            final = np.mean([t.metrics.final_answer == t.correct for t in traces])
+            step2 = np.mean([int(t.probs[1].argmax()) == t.correct for t in traces])
+            assert final >= 0.85, final
+            assert final - step2 >= 0.30, (final, step2)
