@@ -105,6 +105,11 @@ class Trace:
     def analyze(self, **params) -> TrajectoryMetrics:
         return analyze_trajectory(self.probs, self.correct, mass=self.letter_mass, **params)
 
+    def with_metrics(self, **params) -> "Trace":
+        """The same run whose :attr:`metrics` use ``params`` (e.g. ``run_length``): for views that read
+        ``trace.metrics`` under a setting the user chose (the run itself is shared, never changed)."""
+        return Trace(**{**self._fields(), "_metrics": self.analyze(**params)})
+
     def truncated(self, steps: int) -> "Trace":
         """The same run seen up to ``steps`` (for live display while a run is under way)."""
         k = steps
