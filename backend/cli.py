@@ -368,13 +368,7 @@ def _issue12_sections(path, df, n_boot: int) -> dict:
     if Path(path).is_dir():
         keys, arr = load_hidden(path)
         hidden = intervention_tables.align_hidden(df, keys, arr, KEY_COLUMNS)
-        sfile = Path(path) / intervention_tables.INTERVENTIONS_FILE
-        if sfile.is_file():
-            try:
-                study = json.loads(sfile.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise LoopLensError(f"{sfile} is not a readable intervention study ({exc}): rerun "
-                                    "python -m backend interventions") from None
+        study = intervention_tables.load_study(path)
     return intervention_tables.report_sections(df, hidden, study, n_boot=min(n_boot, 1000))
 
 

@@ -4,12 +4,15 @@ records; the records come from :mod:`backend.exit_report`.
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from .dynamics import backtrack_steps, dynamics, event_profiles
+from .errors import LoopLensError
 from .metrics import analyze_trajectory
 from .stats import bootstrap_ci
 from .stopping import exit_rule_table, records_from_results
@@ -141,3 +144,21 @@ def align_hidden(df, keys, hidden: np.ndarray, key_columns: Sequence[str]) -> Op
     if any(i is None for i in idx):
         return None
     return np.asarray(hidden)[idx]
+
+
+def load_study(directory) -> Optional[dict]:
+    """The intervention study saved in a results directory (``_interventions.json``), or None when there is none;
+    an unreadable or foreign file is a one-line LoopLensError."""
+    p = Path(directory)
+    f = p / INTERVENTIONS_FILE if p.is_dir() else p.parent / INTERVENTIONS_FILE
+    if not f.is_file():
+        return None
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise LoopLensError(f"{f} is not a readable intervention study ({str(exc).splitlines()[0][:100]}): make "
+                            "it again with python -m backend interventions") from None
+    if not isinstance(d, dict) or not isinstance(d.get("ponr"), list) or not isinstance(d.get("exit_rules"), list):
+        raise LoopLensError(f"{f} is not an intervention study (no 'ponr' and 'exit_rules' tables): make it again "
+                            "with python -m backend interventions")
+    return d

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import common
+from pages import common, exit_panel
 
 common.ensure_navigation()
 
 from backend import plots  # noqa: E402
 from backend import report as rp  # noqa: E402
+from backend.intervention_tables import load_study  # noqa: E402
 from backend.report_source import check_report, results_source  # noqa: E402
 
 ss = st.session_state
@@ -44,9 +45,10 @@ choices = [f"shipped: {name}" for name in shipped] + ["A results directory…"]
 c1, c2 = st.columns([2, 3])
 src = c1.selectbox("Results", choices, key="bench_results")
 rep = None
+study_dir = None
 with common.guard("Results"):
     if src.startswith("shipped: "):
-        d = shipped[src[len("shipped: "):]]
+        d = study_dir = shipped[src[len("shipped: "):]]
         f = d / "report.json"
         rep = _saved_report(str(f), f.stat().st_mtime)
     else:
@@ -58,6 +60,7 @@ with common.guard("Results"):
                 st.info("No results are shipped in data/results/ yet.")
             st.stop()
         source = results_source(path)
+        study_dir = source.path
         if source.kind == "report":
             rep = _saved_report(str(source.path), source.mtime)
         else:
@@ -102,3 +105,5 @@ def show_report(rep: dict) -> None:
 
 with common.guard("Report"):
     show_report(rep)
+with common.guard("Exit rules and interventions"):
+    exit_panel.benchmark_panel(rep, load_study(study_dir) if study_dir is not None else None)

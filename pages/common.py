@@ -56,14 +56,20 @@ _load_plotly_parts()
 
 LOCAL_DIR = "Local directory…"
 _MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+# Bare URLs, www. names and e-mail addresses are linked by Markdown even when escaped: a zero-width space inside
+# "://", after "www" and after "@" keeps the text as shown but no longer a link.
+_AUTOLINK = re.compile(r"(?i)(://|\bwww(?=\.)|@)")
 
 
 def plain(text) -> str:
     """``text`` (a question, an option, a file name, a message quoting them) as Markdown that shows exactly that
     text: every ASCII punctuation character is backslash-escaped, so no link, image, HTML, emphasis, heading,
-    list, math or colour directive can form; line breaks become spaces.  Use it for every user-given string that
+    list, math or colour directive can form, and a zero-width space stops bare URLs and addresses from being
+    linked; line breaks become spaces.  Use it for every user-given string that
     goes into st.markdown, a caption, an alert, a label or a help text."""
-    return _MD_PUNCT.sub(r"\\\1", " ".join(str(text).split()))
+    s = _AUTOLINK.sub(lambda m: ":\u200b//" if m.group(1) == "://" else m.group(1) + "\u200b",
+                      " ".join(str(text).split()))
+    return _MD_PUNCT.sub(r"\\\1", s)
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 

@@ -127,3 +127,4 @@ def intervene_panel(entry, tr, item, bench_item, settings: dict, template) -> No
         if res.splice is not None:
             lines.append(f"**Spliced:** {res.splice['description']}.")
         st.markdown("  \n".join(lines))
+

@@ -80,6 +80,8 @@ def assert_rendered_as_text(at) -> None:
         for bad in (r"(?<!\\)\]\((?!/\?)", r"http://", r"www\.evil", r"(?<!\\)<[a-z/]", r"(?<!\\)\$",
                     r"(?<!\\):red"):
             assert not re.search(bad, s), f"{bad!r} would render as Markdown in {s[:300]!r}"
+        shown = s.replace("\\", "")  # bare URLs are linked even when their punctuation is escaped
+        assert "http://" not in shown and "www.evil" not in shown, f"a bare URL would be linked in {s[:300]!r}"
     for spec in charts(at):
         text = json.dumps(spec, ensure_ascii=False)
         assert "<a " not in text and "<a>" not in text, "an HTML link in a chart"

