@@ -12,11 +12,12 @@ st.set_page_config(page_title="LoopLens", page_icon=":material/all_inclusive:", 
 from pages import common  # noqa: E402,I001
 from backend.links import parse_query  # noqa: E402
 from backend.models.runtime import default_model, model_choices  # noqa: E402
-from backend.settings import MAX_STEPS, MIN_STEPS  # noqa: E402
+from backend.settings import MAX_STEPS, MIN_STEPS, RUN_LENGTH  # noqa: E402
 
 # Page widgets whose values survive switching pages (Streamlit drops the state of widgets not drawn in a run).
 PERSISTENT = ("model_choice", "model_dir", "steps", "seed", "init", "source", "bench", "item", "variant", "perm",
-              "q", "opts", "ans", "domains", "search", "n_seeds", "n_perms")
+              "q", "opts", "ans", "domains", "search", "n_seeds", "n_perms", "run_length", "_steps_explicit",
+              "_steps_model")
 
 ss = st.session_state
 if "_looplens_init" not in ss:
@@ -30,6 +31,8 @@ if "_looplens_init" not in ss:
     elif model:
         ss["model_choice"] = model
     ss["steps"], ss["seed"], ss["init"] = view.steps, view.seed, view.init
+    # Steps given in the link are the user's; otherwise they follow the model's trained/default depth.
+    ss["_steps_explicit"] = "steps" in st.query_params and not any(p.startswith("steps=") for p in problems)
     for k in ("bench", "item", "q", "opts", "ans"):
         if getattr(view, k) is not None:
             ss[k] = getattr(view, k)
@@ -48,14 +51,33 @@ with st.sidebar:
     if ss.get("model_choice") not in options:
         ss["model_choice"] = options[0]
     st.selectbox("Model", options, key="model_choice",
-                 help="A model shipped in data/models, or a Huginn-format checkpoint directory on this machine.")
+                 help="A model shipped in data/models, or a checkpoint directory on this machine (Huginn, Ouro, "
+                      "retrofitted Llama/OLMo, Parcae).")
     if ss["model_choice"] == common.LOCAL_DIR:
         st.text_input("Checkpoint directory", key="model_dir", placeholder="/path/to/checkpoint",
                       help="config.json + model.safetensors (or shards) + tokenizer.json. May be restricted to "
                            "$LOOPLENS_MODEL_ROOTS.")
-    st.number_input("Recurrent steps", MIN_STEPS, MAX_STEPS, step=1, key="steps")
+    info = common.model_summary(common.current_model())
+    if info is not None:
+        st.caption(common.plain(info["summary"]))
+        if not ss.get("_steps_explicit") and ss.get("_steps_model") != common.current_model():
+            ss["steps"] = min(MAX_STEPS, max(MIN_STEPS, info["trained_depth"]))
+            ss["_steps_model"] = common.current_model()
+
+    def _steps_set_by_user():
+        ss["_steps_explicit"] = True
+
+    st.number_input("Recurrent steps", MIN_STEPS, MAX_STEPS, step=1, key="steps", on_change=_steps_set_by_user,
+                    help="Defaults to the model's trained depth until you change it.")
     st.number_input("Seed of the initial state", 0, 2**31 - 1, step=1, key="seed")
     st.number_input("Init scale (0 = zero initial state)", 0.0, 100.0, step=0.1, format="%.2f", key="init")
+    ss.setdefault("run_length", RUN_LENGTH)
+    st.number_input("Commitment run length", 1, MAX_STEPS, step=1, key="run_length",
+                    help=f"An argmax held this many consecutive steps is a commitment (default {RUN_LENGTH}, "
+                         "from the paper); backtracks are read from commitments.")
+    note = common.short_trajectory_note(int(ss["steps"]), int(ss["run_length"]))
+    if note:
+        st.caption(f"ℹ️ {note}")
     for msg in ss.get("_link_problems", []):
         st.caption(f"⚠️ {common.plain(msg)}")
 

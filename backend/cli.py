@@ -464,11 +464,14 @@ def cmd_trace(a) -> int:
     for i, o in enumerate(tr.options):
         mark = "  (correct)" if tr.correct == i else ""
         print(f"  {letters[i]}) {_shown(o)}{mark}")
-    print("step  " + "  ".join(f"{letters[i]:>6}" for i in range(tr.n_options)) + "       mass  argmax")
+    gate = tr.exit_probs is not None  # Ouro: the model's own probability of exiting at each step
+    print("step  " + "  ".join(f"{letters[i]:>6}" for i in range(tr.n_options)) + "       mass  argmax"
+          + ("  p(exit)" if gate else ""))
     for t in range(tr.steps):
         row = "  ".join(f"{p:6.3f}" for p in tr.probs[t])
         flag = "  low mass" if m.low_mass[t] else ""
-        print(f"{t + 1:4d}  {row}  {tr.letter_mass[t]:9.3g}  {letters[m.argmax[t]]}{flag}")
+        ex = f"{'':5}  {tr.exit_probs[t]:7.3f}" if gate else ""
+        print(f"{t + 1:4d}  {row}  {tr.letter_mass[t]:9.3g}  {letters[m.argmax[t]]}{ex}{flag}")
     verdict = "" if m.is_correct is None else (" (correct)" if m.is_correct else " (wrong)")
     print(f"final answer: {letters[m.final_answer]}) {_shown(tr.options[m.final_answer])}{verdict}")
     print(f"option mass: {m.n_low_mass} of {tr.steps} steps below the mass threshold {m.mass_threshold:g} "

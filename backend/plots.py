@@ -154,8 +154,9 @@ def _marker_colors(color: str, m: TrajectoryMetrics, K: int):
 
 # ---------------------------------------------------------------------------------------------- one instance
 def belief_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Optional[str] = None,
-                  upto: Optional[int] = None) -> go.Figure:
-    """Belief per option vs step: commitments shaded, exploration end marked, backtracks annotated ``a -> b``."""
+                  upto: Optional[int] = None, trained_depth: Optional[int] = None) -> go.Figure:
+    """Belief per option vs step: commitments shaded, exploration end marked, backtracks annotated ``a -> b``;
+    with ``trained_depth``, the steps past it shaded (shape ``"beyond_trained_depth"``)."""
     m = metrics or trace.metrics
     probs = np.asarray(trace.probs)
     K, n = probs.shape
@@ -174,7 +175,39 @@ def belief_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Opt
     fig.update_yaxes(range=[0, 1.12])
     if upto is not None:
         _add(fig, [vline(upto, "cursor", width=1, dash="dot")])
+    mark_beyond_trained_depth(fig, trained_depth, K)
     return _base_layout(fig, title or "Belief over the options", "belief (renormalised over options)")
+
+
+BEYOND_DEPTH_COLOR = "#7f7f7f"
+
+
+def mark_beyond_trained_depth(fig: go.Figure, trained_depth: Optional[int], steps: int) -> go.Figure:
+    """Shade grey the steps past the model's trained depth (a shape named ``"beyond_trained_depth"`` and a label):
+    the model was never trained to run that long, so what it does there is extrapolation."""
+    if trained_depth is None or trained_depth >= steps:
+        return fig
+    _add(fig, [vrect(trained_depth + 0.5, steps + 0.5, BEYOND_DEPTH_COLOR, "beyond_trained_depth", opacity=0.15)],
+         [dict(x=trained_depth + 0.5, y=0.02, xref="x", yref="paper", showarrow=False, xanchor="left",
+               text=f" beyond trained depth ({trained_depth})", font=dict(size=11, color="#555"),
+               name="beyond_trained_depth_label")])
+    return fig
+
+
+def exit_prob_figure(trace, trained_depth: Optional[int] = None, title: Optional[str] = None) -> go.Figure:
+    """The model's own probability of exiting at each step (Ouro's exit gate), as bars on the belief's step axis.
+    ``trace.exit_probs`` must be set (a family with an exit gate)."""
+    if trace.exit_probs is None:
+        raise ValueError("this run has no exit probabilities (the model has no exit gate)")
+    p = np.asarray(trace.exit_probs, dtype=np.float64)
+    K = len(p)
+    fig = go.Figure(go.Bar(x=_steps(K), y=p, name="p(exit at step)", marker_color="#444",
+                           hovertemplate="step %{x}: p(exit) %{y:.3f}<extra></extra>"))
+    fig.update_yaxes(range=[0, 1.05])
+    mark_beyond_trained_depth(fig, trained_depth, K)
+    _base_layout(fig, title or "Exit probability per step (the model's exit gate)", "p(exit)")
+    fig.update_layout(height=240, showlegend=False)
+    return fig
 
 
 def _decorate_instance(fig: go.Figure, m: TrajectoryMetrics, K: int) -> None:

@@ -38,6 +38,7 @@ MIN_STEPS, MAX_STEPS, DEFAULT_STEPS = 1, 256, 30
 KL_THRESHOLD = 0.01   # exploration ends when this many consecutive step KLs are <= the threshold
 KL_WINDOW = 3
 RUN_LENGTH = 3        # an argmax run this long is a commitment
+SHORT_TRAJECTORY_STEPS = 8  # at or below this many steps a run length of RUN_LENGTH says little (UI note)
 # A step whose total option mass (the probability of all option-letter tokens in the full-vocabulary softmax) is
 # below this is "not answering": its belief (the masses renormalised over the options) is rounding noise, shown
 # greyed and never evidence of a preference.  Why 0.01: the prompt ends where the answer letter goes, so a step

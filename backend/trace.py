@@ -81,6 +81,9 @@ class Trace:
     permutation: int = 0
     order: List[int] = field(default_factory=list)  # shown option i = original option order[i]
     option_labels: List[str] = field(default_factory=list)
+    # [K] the model's own probability of exiting at each step (Ouro's exit gate; sums to 1 over a full run), or
+    # None for a family without an exit gate
+    exit_probs: Optional[np.ndarray] = None
     _metrics: Optional[TrajectoryMetrics] = field(default=None, repr=False, compare=False)
 
     @property
@@ -102,13 +105,19 @@ class Trace:
     def analyze(self, **params) -> TrajectoryMetrics:
         return analyze_trajectory(self.probs, self.correct, mass=self.letter_mass, **params)
 
+    def with_metrics(self, **params) -> "Trace":
+        """The same run whose :attr:`metrics` use ``params`` (e.g. ``run_length``): for views that read
+        ``trace.metrics`` under a setting the user chose (the run itself is shared, never changed)."""
+        return Trace(**{**self._fields(), "_metrics": self.analyze(**params)})
+
     def truncated(self, steps: int) -> "Trace":
         """The same run seen up to ``steps`` (for live display while a run is under way)."""
         k = steps
         return Trace(**{**self._fields(), "steps": k, "raw_mass": self.raw_mass[:k], "probs": self.probs[:k],
                         "top_ids": self.top_ids[:k], "top_probs": self.top_probs[:k],
                         "top_tokens": self.top_tokens[:k], "hidden_last": self.hidden_last[:k],
-                        "hidden_all": None if self.hidden_all is None else self.hidden_all[:k]})
+                        "hidden_all": None if self.hidden_all is None else self.hidden_all[:k],
+                        "exit_probs": None if self.exit_probs is None else self.exit_probs[:k]})
 
     def _fields(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "_metrics"}
@@ -139,6 +148,8 @@ class Trace:
         for k in ("raw_mass", "probs", "top_probs"):
             kw[k] = np.asarray(kw[k], dtype=np.float64)
         kw["top_ids"] = np.asarray(kw["top_ids"], dtype=np.int64)
+        if kw.get("exit_probs") is not None:
+            kw["exit_probs"] = np.asarray(kw["exit_probs"], dtype=np.float64)
         hl = d.get("hidden_last")
         kw["hidden_last"] = np.asarray(hl, dtype=np.float16) if hl is not None else np.zeros((kw["steps"], 0), np.float16)
         kw["hidden_all"] = None
@@ -157,6 +168,8 @@ class Trace:
                     "entropy": float(m.entropy[t]), "kl_to_prev": float(m.kl[t - 1]) if t > 0 else np.nan,
                 })
         df = pd.DataFrame(rows)
+        if self.exit_probs is not None:  # the model's own probability of exiting at that step (Ouro)
+            df["exit_prob"] = np.repeat(np.asarray(self.exit_probs, dtype=np.float64), self.n_options)
         for k in ("model", "checkpoint_hash", "item_id", "variant", "permutation", "seed", "init_scale", "steps"):
             df[k] = getattr(self, k)
         df["question"] = self.question
@@ -410,6 +423,7 @@ def _trace_batch(bundle, chunk: List[_Prepared], steps, init_scale, template, to
     top_p = np.zeros((B, steps, k), np.float64)
     hidden_last = np.zeros((B, steps, E), np.float16)
     hidden_all = [np.zeros((steps, len(p.ids), E), np.float16) for p in chunk] if keep_all_states else None
+    exit_probs: Optional[np.ndarray] = None  # [B, steps], allocated when the model reports an exit gate
     # Gather index for the option tokens of every row: [B, options, spellings], with a mask for the padding.
     n_max = max(n_opts)
     m_max = max(len(toks) for p in chunk for toks in p.option_tokens)
@@ -446,6 +460,7 @@ def _trace_batch(bundle, chunk: List[_Prepared], steps, init_scale, template, to
                 hidden_all=None if hidden_all is None else hidden_all[i][:upto],
                 item_id=it.id, domain=it.domain, variant=it.variant, permutation=it.permutation,
                 order=list(it.order), option_labels=list(p.labels),
+                exit_probs=None if exit_probs is None else exit_probs[i, :upto].copy(),
             ))
         return res
 
@@ -471,6 +486,10 @@ def _trace_batch(bundle, chunk: List[_Prepared], steps, init_scale, template, to
             raw[i][t - 1] = masses
             total = masses.sum()
             belief[i][t - 1] = masses / total if total > 0 else np.full(n, 1.0 / n)
+        if out.exit_prob is not None:
+            if exit_probs is None:
+                exit_probs = np.zeros((B, steps), np.float64)
+            exit_probs[:, t - 1] = out.exit_prob.double().cpu().numpy()
         st = out.state
         hidden_last[:, t - 1] = st[:, -1].to(torch.float16).cpu().numpy()
         if hidden_all is not None:

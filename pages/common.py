@@ -28,10 +28,10 @@ from plotly.subplots import make_subplots
 from backend import learn, plots, projection, report, report_source, summaries, uploads  # noqa: F401 (preload)
 from backend.errors import LoopLensError, friendly_error
 from backend.items import load_benchmark as read_benchmark
-from backend.models import load_bundle, resolve_model_path
+from backend.models import describe, load_bundle, resolve_model_path
 from backend.models import runtime
 from backend.projection import start_umap_warmup
-from backend.settings import DEFAULT_SEED, DEFAULT_STEPS
+from backend.settings import DEFAULT_SEED, DEFAULT_STEPS, RUN_LENGTH, SHORT_TRAJECTORY_STEPS
 from backend.trace import TraceRequest, TraceSet
 
 
@@ -241,13 +241,35 @@ def current_model() -> Optional[str]:
 def run_settings() -> dict:
     return {"steps": int(st.session_state.get("steps", DEFAULT_STEPS)),
             "seed": int(st.session_state.get("seed", DEFAULT_SEED)),
-            "init_scale": float(st.session_state.get("init", 1.0))}
+            "init_scale": float(st.session_state.get("init", 1.0)),
+            "run_length": int(st.session_state.get("run_length", RUN_LENGTH))}
+
+
+def model_summary(model: Optional[str]) -> Optional[dict]:
+    """``describe(bundle)`` of the sidebar's model (family, size, trained depth), or None when it cannot be
+    loaded (the page then says why)."""
+    if not model:
+        return None
+    try:
+        bundle, _ = get_model(model)
+    except Exception:  # noqa: BLE001 - the page shows the problem; the sidebar just shows no summary
+        return None
+    return describe(bundle)
+
+
+def short_trajectory_note(steps: int, run_length: int) -> Optional[str]:
+    """One line when the run is too short for the commitment rule to say much, else None."""
+    if steps > SHORT_TRAJECTORY_STEPS:
+        return None
+    return (f"With {steps} steps a commitment run length of {run_length} is nearly meaningless: a few steps can "
+            "hold only one or two runs that long, so commitments and backtracks say little here.")
 
 
 def no_model_message() -> None:
     st.warning(
         "No model is available: nothing is shipped in `data/models/` yet. Choose **Local directory…** in the "
-        "sidebar and give a Huginn-format checkpoint directory (config.json + weights + tokenizer.json), or set "
+        "sidebar and give a checkpoint directory of a looped model (Huginn, Ouro, retrofitted Llama/OLMo, "
+        "Parcae: config.json + weights + tokenizer.json), or set "
         "`LOOPLENS_DEFAULT_MODEL` to one before `streamlit run app.py`.", icon="ℹ️")
 
 

@@ -10,7 +10,7 @@ import streamlit as st
 from backend import learn, plots, summaries, uploads
 from backend.items import VARIANTS, Benchmark
 from backend.links import ViewState
-from backend.models import PromptTemplate
+from backend.models import PromptTemplate, describe
 from backend.models.runtime import keeps_all_states, token_strings
 from backend.projection import pca_paths, umap_paths, umap_status
 from backend.settings import DEFAULT_N_SEEDS
@@ -24,13 +24,14 @@ LETTERS = plots.LETTERS
 SOURCES = ["Benchmark item", "Upload JSONL", "Your question"]
 
 st.title("Explore: watch one question being thought through")
-st.caption("The belief over the answer options is decoded after every recurrent step with the model's own coda "
-           "(a *coda lens*: nothing is trained for it).")
+st.caption("The belief over the answer options is decoded after every recurrent step with the model's own readout "
+           "(its coda, or final norm and head: a lens nothing is trained for).")
 
 model = common.current_model()
 entry = common.require_model(model, "Pick another model in the sidebar (a shipped one, or a checkpoint directory).")
 bundle = entry[0]
 settings = common.run_settings()
+info = describe(bundle)
 
 # ---------------------------------------------------------------------------------------------- the question
 ss.setdefault("source", SOURCES[0])
@@ -107,8 +108,9 @@ with left:
             item = uploads.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans"))
 
 with right:
-    st.markdown(f"**Model** {common.plain(bundle.name)} · {settings['steps']} steps · seed {settings['seed']} · "
-                f"init scale {settings['init_scale']:g}")
+    st.markdown(f"**Model** {common.plain(bundle.name)} ({common.plain(info['summary'])}) · "
+                f"{settings['steps']} steps · seed {settings['seed']} · init scale {settings['init_scale']:g} · "
+                f"run length {settings['run_length']}")
     ss.setdefault("n_seeds", DEFAULT_N_SEEDS)
     c1, c2 = st.columns(2)
     c1.number_input("Seeds for robustness", 1, 32, step=1, key="n_seeds",
@@ -163,9 +165,12 @@ with common.guard("Run"):
 live.empty()
 if not traces:
     st.stop()
-seed_traces = traces
-tr = traces[0]
+# The commitment run length chosen in the sidebar applies to every metric, summary and figure below.
+run_length = settings["run_length"]
+seed_traces = type(traces)([t.with_metrics(run_length=run_length) for t in traces])
+tr = seed_traces[0]
 m = tr.metrics
+key = f"{key}-rl{run_length}"  # figures depend on the run length too
 sim = common.similarity(bench_path) if bench_path is not None else None
 ranks = summaries.option_similarity_ranks(sim, tr)
 
@@ -195,13 +200,21 @@ st.markdown(f"**Final answer:** {summary['Final answer']} ({summary['Correct?']}
             f"**Option mass:** {summary['Option mass']}  \n**Exploration end:** {summary['Exploration end']}  \n"
             f"**Backtrack by run length:** {summary['Backtrack by run length']}")
 
+depth = info["trained_depth"]
 figs = {name: common.cached_figure(key, name, lambda f=f: f(tr)) for name, f in (
-    ("belief", plots.belief_figure), ("mass", plots.mass_figure), ("kl", plots.kl_figure),
-    ("entropy", plots.entropy_figure))}
+    ("belief", lambda t: plots.belief_figure(t, trained_depth=depth)), ("mass", plots.mass_figure),
+    ("kl", plots.kl_figure), ("entropy", plots.entropy_figure))}
 c1, c2 = st.columns(2)
 with c1:
     figs["belief"] = intervene_panel.belief_with_stop_toggle(tr, figs["belief"], key)
     common.plot(figs["belief"], key="fig_belief")
+    if tr.exit_probs is not None:
+        figs["exit"] = common.cached_figure(key, "exit", lambda: plots.exit_prob_figure(tr, trained_depth=depth))
+        common.plot(figs["exit"], key="fig_exit")
+        st.caption("The model's own distribution over when to stop: the exit gate's probability of exiting at each "
+                   "step (the last step takes what is left).")
+    if settings["steps"] > depth:
+        st.caption(f"Steps past {depth} (shaded) are beyond the depth this model was trained for.")
 with c2:
     common.plot(figs["mass"], key="fig_mass")
 c1, c2 = st.columns(2)

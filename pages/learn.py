@@ -45,13 +45,16 @@ with tabs[0]:
         st.markdown(
             "A **looped** (recurrent-depth) language model runs the *same* core block again and again on a latent "
             "state. The prelude reads the prompt once; the core block is applied K times, each time mixing the "
-            "previous state with the prompt's embedding; the coda turns a state into next-token probabilities.\n\n"
-            "Because the model was trained to answer after a random number of steps, **every** intermediate state "
-            "can be decoded with the model's own coda. LoopLens does that after each step and reads the "
+            "previous state with the prompt's embedding; the coda turns a state into next-token probabilities. "
+            "(Families differ: Ouro loops its whole layer stack a few times and reads out with its final norm and "
+            "head, with an exit gate saying when it would stop.)\n\n"
+            "Because the model was trained to answer after several different numbers of steps, **every** "
+            "intermediate state can be decoded with the model's own readout. LoopLens does that after each step "
+            "and reads the "
             "probability of each answer letter: the *belief*. Watching it step by step shows the model explore, "
             "commit, converge — and sometimes change its mind.")
         st.markdown("- **Exploration** ends when the belief changes by less than KL 0.01 for 3 steps in a row.\n"
-                    "- A **commitment** is the same top answer for at least 3 steps.\n"
+                    "- A **commitment** is the same top answer for at least 3 steps (the run length, a sidebar setting).\n"
                     "- A **backtrack** is a commitment to one answer, later replaced by a commitment to the final one.")
 
 model = default_model()

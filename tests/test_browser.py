@@ -110,7 +110,8 @@ def test_explore_and_compare_in_a_real_browser(server, browser):
     assert _chart(charts, "Raw option mass")["traces"] == 5
     assert _chart(charts, "Step KL")["traces"] == 1
     assert page.locator("[data-testid='stException']").count() == 0
-    assert "steps=30" in page.url and "item=" in page.url  # the shareable view is in the address bar
+    # the shareable view is in the address bar; steps default to the model's trained depth (issue 11)
+    assert "steps=8" in page.url and "item=" in page.url
     page.screenshot(path=str(ARTIFACTS / "explore.png"), full_page=True)
 
     charts = _load(page, f"{server}/compare", min_charts=5)
@@ -130,6 +131,24 @@ def test_explore_and_compare_in_a_real_browser(server, browser):
     assert page.get_by_text("Page not found").count() == 0
     page.screenshot(path=str(ARTIFACTS / "explore-link.png"), full_page=True)
     assert not errors, errors
+
+
+def test_ouro_belief_and_exit_chart_in_a_real_browser(tmp_path, browser):
+    """issue 11: Explore draws an Ouro checkpoint's belief, its exit-gate chart and the beyond-depth shading."""
+    from model_builders import make_family_dir
+
+    d = make_family_dir(tmp_path / "ouro", "ouro")
+    with streamlit_server(d, "server-ouro.log") as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 4200})
+        charts = _load(page, f"{url}/?steps=6", min_charts=6)
+        belief = _chart(charts, "Belief over the options")
+        assert belief["traces"] == 4 and belief["drawn"] == 4
+        assert "beyond_trained_depth" in belief["shapes"]
+        ex = _chart(charts, "Exit probability")
+        assert ex["traces"] == 1 and ex["drawn"] == 1
+        assert page.get_by_text("Ouro", exact=False).count() >= 1
+        assert page.locator("[data-testid='stException']").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "explore-ouro.png"), full_page=True)
 
 
 def test_concurrent_sessions_on_a_fresh_server_all_get_their_charts(tiny_dir, browser):

@@ -135,3 +135,17 @@ def test_trace_escapes_control_characters_in_the_summary(tiny_dir):
     assert code == 0, err
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b[31m" in out and "\\x1b[2J" in out
+
+
+def test_trace_json_carries_ouro_exit_probs(tmp_path, tiny_dir):
+    from model_builders import make_family_dir
+
+    d = make_family_dir(tmp_path / "ouro", "ouro")
+    code, out, err = run("trace", "--model", d, "--question", "Capital of France?", "--option", "Paris",
+                         "--option", "London", "--steps", "5", "--json")
+    assert code == 0, err
+    p = json.loads(out)["exit_probs"]
+    assert len(p) == 5 and abs(sum(p) - 1) < 1e-5 and all(0 <= x <= 1 for x in p)
+    code, out, err = run("trace", "--model", tiny_dir, "--question", "Q?", "--option", "a", "--option", "b",
+                         "--steps", "2", "--seed", "1", "--json")
+    assert code == 0 and json.loads(out)["exit_probs"] is None

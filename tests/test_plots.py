@@ -155,3 +155,29 @@ def test_exploration_end_label_says_when_the_belief_moves_again():
     tr = make_trace(np.array([[0.8, 0.2]] * 8 + [[0.2, 0.8]] * 6), correct=1)
     lab = annotations(plots.belief_figure(tr), "exploration_label")[0].text
     assert "exploration end (step 1)" in lab and "changes again at step 9" in lab
+
+
+def test_beyond_trained_depth_and_exit_prob_figure():
+    from backend import plots as P
+    from tests.helpers_trace import make_trace, one_hot_path
+
+    tr = make_trace(one_hot_path([0, 0, 1, 1, 1, 1, 1]))
+    beyond = [s for s in P.belief_figure(tr, trained_depth=4).layout.shapes if s.name == "beyond_trained_depth"]
+    assert [(s.x0, s.x1) for s in beyond] == [(4.5, 7.5)]
+    assert not [s for s in P.belief_figure(tr, trained_depth=7).layout.shapes if s.name == "beyond_trained_depth"]
+    assert not [s for s in P.belief_figure(tr).layout.shapes if s.name == "beyond_trained_depth"]
+    with pytest.raises(ValueError):
+        P.exit_prob_figure(tr)
+    tr.exit_probs = np.array([0.5, 0.2, 0.1, 0.1, 0.05, 0.03, 0.02])
+    fig = P.exit_prob_figure(tr, trained_depth=4)
+    assert list(fig.data[0].y) == list(tr.exit_probs) and list(fig.data[0].x) == list(range(1, 8))
+    assert [s.name for s in fig.layout.shapes] == ["beyond_trained_depth"]
+
+
+def test_with_metrics_uses_the_run_length_and_leaves_the_run_alone():
+    from tests.helpers_trace import make_trace, one_hot_path
+
+    tr = make_trace(one_hot_path([0, 0, 1, 1, 1, 2, 2]))
+    assert len(tr.with_metrics(run_length=2).metrics.commitments) == 3
+    assert len(tr.with_metrics(run_length=3).metrics.commitments) == 1
+    assert len(tr.metrics.commitments) == 1 and tr.with_metrics(run_length=2).probs is tr.probs

@@ -247,3 +247,38 @@ def test_csv_export_neutralises_spreadsheet_formulas():
     assert set(df["question"]) == {"'=1+1"} and set(df["item_id"]) == {"'=cmd|' /C calc'!A0"}
     assert set(df["note"]) == {"'-oops"}
     assert df["belief"].dtype == float and (df["kl_to_prev"].dropna() >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def ouro_bundle(tmp_path_factory):
+    from backend.models import load_bundle
+    from model_builders import make_family_dir
+
+    return load_bundle(str(make_family_dir(tmp_path_factory.mktemp("ouro") / "m", "ouro")))
+
+
+def test_ouro_exit_probs_recorded_and_exported(ouro_bundle):
+    """issue 11: the model's own distribution over exit steps is part of the trace and of every export."""
+    trs = trace_items(ouro_bundle, [Q, Q.permuted(2)], 6)
+    ids = torch.tensor([ouro_bundle.tokenizer.encode(trs[0].prompt, add_special_tokens=False)])
+    want = np.array([o.exit_prob[0].item() for o in ouro_bundle.model.iterate_steps(ids, 6)])
+    tr = trs[0]
+    assert tr.exit_probs.shape == (6,) and abs(tr.exit_probs.sum() - 1) < 1e-5
+    np.testing.assert_allclose(tr.exit_probs, want, atol=1e-6)
+    assert not np.allclose(trs[1].exit_probs, tr.exit_probs)  # per row, not one row copied
+    assert tr.truncated(3).exit_probs.tolist() == tr.exit_probs[:3].tolist()
+    d = json.loads(tr.to_json())
+    assert d["exit_probs"] == tr.exit_probs.tolist()
+    np.testing.assert_allclose(Trace.from_dict(d).exit_probs, tr.exit_probs)
+    df = TraceSet(trs).to_frame()
+    first = df[df["run"] == 0].groupby("step")["exit_prob"].agg(["min", "max"])
+    np.testing.assert_allclose(first["min"], tr.exit_probs)
+    np.testing.assert_allclose(first["max"], tr.exit_probs)
+    assert "exit_prob" in TraceSet(trs).to_csv().splitlines()[0].split(",")
+
+
+def test_no_exit_probs_without_an_exit_gate(tiny_bundle):
+    tr = trace_items(tiny_bundle, [Q], 3, seeds=0)[0]
+    assert tr.exit_probs is None and json.loads(tr.to_json())["exit_probs"] is None
+    assert Trace.from_dict(json.loads(tr.to_json())).exit_probs is None
+    assert "exit_prob" not in tr.to_frame().columns

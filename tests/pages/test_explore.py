@@ -10,7 +10,7 @@ def _belief(at):
     return chart_by_title(at, "Belief over the options")
 
 
-def test_explore_opens_with_an_item_and_plots_one_trace_per_option(app):
+def test_explore_opens_with_an_item_and_plots_one_trace_per_option(app, tiny_bundle):
     at = app()
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
@@ -22,7 +22,8 @@ def test_explore_opens_with_an_item_and_plots_one_trace_per_option(app):
                   "seeds"):
         chart_by_title(at, title)
     assert [m.label for m in at.metric][:3] == ["Final answer", "Correct?", "Exploration length"]
-    assert at.query_params["steps"] == "30" and at.query_params["seed"] == "0"
+    # issue 11: with no steps in the link, the steps follow the model's trained depth (8 for the tiny model)
+    assert at.query_params["steps"] == str(tiny_bundle.default_steps) and at.query_params["seed"] == "0"
 
 
 def test_belief_shapes_are_where_the_metrics_say(app):
@@ -114,10 +115,10 @@ def test_step_slider_and_query_params_reproduce_the_view(app):
     assert at.query_params["item"] == "fact-002" and at.query_params["variant"] == "easy"
 
 
-def test_bad_link_values_are_reported_not_raised(app):
+def test_bad_link_values_are_reported_not_raised(app, tiny_bundle):
     at = app(query={"steps": "9999", "variant": "weird"})
     no_exceptions(at)
-    assert at.number_input(key="steps").value == 30
+    assert at.number_input(key="steps").value == tiny_bundle.default_steps  # a bad value: the model's default
     assert any("variant" in c.value for c in at.sidebar.caption)
 
 
