@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..errors import LoopLensError
 from ..metrics import backtrack_verdict, check_mass_threshold, exploration_ends
+from ..settings import REPO_ROOT
 from ..settings import (KL_THRESHOLD, KL_WINDOW, LETTERS, MASS_THRESHOLD, RUN_LENGTH, SENSITIVITY_KL_THRESHOLDS,
                         SENSITIVITY_RUN_LENGTHS)
 from ..stats import CI, N_BOOT, Sums, bootstrap_weights, chisquare_uniform, contingency_test, mantel_haenszel_parts
@@ -59,6 +60,17 @@ PAPER = {
 }
 
 
+
+
+def shown_path(path: Optional[str]) -> Optional[str]:
+    """A path as a report shows it: relative to the repository when inside it (a shipped report must not carry
+    the machine's directories), else as given."""
+    if not path:
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except (ValueError, OSError):
+        return str(path)
 
 def abandoned_ranks(df: pd.DataFrame, similarity: Optional[dict]) -> pd.Series:
     """Per row: the similarity ranks (among that variant's distractors, 1 = most stem-similar) of its abandoned
@@ -493,7 +505,7 @@ def _meta(df, n_boot, ci, seed, similarity, manifest=None) -> dict:
         "permutations": int(df["permutation"].nunique()), "seeds": int(df["seed"].nunique()),
         "n_boot": n_boot, "ci": ci, "bootstrap_seed": seed, "resampling": "items",
         "similarity_model": (similarity or {}).get("model"),
-        "benchmark": man.get("benchmark"), "fingerprint": man.get("fingerprint"),
+        "benchmark": shown_path(man.get("benchmark")), "fingerprint": man.get("fingerprint"),
         "sweep_parameters": man.get("parameters"), "versions": man.get("versions"),
     }
 

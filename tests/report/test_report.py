@@ -229,3 +229,12 @@ def test_report_from_nullable_parquet_roundtrip(df, tmp_path):
     r2 = compute_report(pd.read_parquet(p), similarity=SIM, n_boot=N_BOOT, seed=7)
     r1 = compute_report(df, similarity=SIM, n_boot=N_BOOT, seed=7)
     assert r1["headline"] == r2["headline"]
+
+
+def test_report_names_a_benchmark_inside_the_repository_relative_to_it():
+    from backend.report.compute import shown_path
+    from backend.settings import BENCHMARKS_DIR
+
+    assert shown_path(str(BENCHMARKS_DIR / "cups-letters-test.jsonl")) == "data/benchmarks/cups-letters-test.jsonl"
+    assert shown_path("/elsewhere/bench.jsonl") == "/elsewhere/bench.jsonl"
+    assert shown_path(None) is None
