@@ -12,6 +12,10 @@ def test_explore_with_an_intervention_in_a_real_browser(server, browser):  # noq
     charts = _load(page, f"{server}/", min_charts=6)
     n_before = len(charts)
     page.get_by_text("Intervene on the latent state").click()
+    # the toggle reruns the page: wait until the rerun is over (stale copies of the elements are gone)
+    page.wait_for_timeout(1000)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=180_000)
+    page.wait_for_timeout(500)
     page.get_by_text("Mark where each exit rule would stop").click()
     page.wait_for_function(
         "Array.from(document.querySelectorAll('.js-plotly-plot')).some(el => ((el.layout && el.layout.shapes) "
