@@ -87,7 +87,7 @@ def _add_similarity(sub):
 def cmd_similarity(a) -> int:
     kwargs = {"model_name": a.embedding_model} if a.embedding_model else {}
     out = similarity.precompute_benchmark_similarity(a.benchmark, a.out, **kwargs)
-    n = len(out.get("items", out.get("similarity", {})) or {})
+    n = len(out["items"])
     dest = a.out or similarity.default_similarity_path(a.benchmark)
     print(f"wrote {dest} ({n} items, model {out.get('model')})")
     return 0

@@ -2,31 +2,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).parents[1]
-ITEM = {"id": "geo-1", "domain": "factual", "question": "What is the capital of Australia?", "answer": "Canberra",
-        "distractors": ["Sydney", "Melbourne", "Perth"], "easy_distractors": ["Banana", "Violin", "Thursday"],
-        "nca_distractor": "Brisbane"}
+from test_cli import bench, run  # noqa: F401  (the bench fixture and the subprocess helper)
+
 Q = ["--question", "Capital of France?", "--option", "Paris", "--option", "London", "--option", "Berlin",
      "--answer", "0"]
-
-
-def run(*args):
-    r = subprocess.run([sys.executable, "-m", "backend", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
-    return r.returncode, r.stdout, r.stderr
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    f = tmp_path_factory.mktemp("bench") / "b.jsonl"
-    f.write_text(json.dumps(ITEM) + "\n")
-    return f
 
 
 def test_intervened_json_holds_both_runs_and_the_parameters(tiny_dir):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -175,29 +175,45 @@ class SandwichBlock(nn.Module):
         return self.norm_4(x + self.mlp(self.norm_3(x)))
 
 
-class HuginnModel(LoopedModel):
-    """Huginn-format looped LM. Parameter names match the checkpoint keys."""
+class RavenModel(LoopedModel):
+    """The ``huginn_raven`` layout shared by Huginn and the retrofitted-recurrence models: embedding, prelude,
+    concat adapter, core block, coda, final norm, head; parameter names match the checkpoint keys.  Subclasses
+    give the block class and their own encode / initial_state / readout."""
 
-    def __init__(self, cfg: HuginnConfig):
+    def __init__(self, cfg, block: Callable[[object], nn.Module]):
         super().__init__()
         self.config = cfg
         E = cfg.n_embd
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, E),
-            prelude=nn.ModuleList(SandwichBlock(cfg) for _ in range(cfg.n_layers_in_prelude)),
+            prelude=nn.ModuleList(block(cfg) for _ in range(cfg.n_layers_in_prelude)),
             adapter=nn.Linear(2 * E, E, bias=False),
-            core_block=nn.ModuleList(SandwichBlock(cfg) for _ in range(cfg.n_layers_in_recurrent_block)),
-            coda=nn.ModuleList(SandwichBlock(cfg) for _ in range(cfg.n_layers_in_coda)),
+            core_block=nn.ModuleList(block(cfg) for _ in range(cfg.n_layers_in_recurrent_block)),
+            coda=nn.ModuleList(block(cfg) for _ in range(cfg.n_layers_in_coda)),
             ln_f=RMSNorm(E, cfg.norm_eps),
         ))
         self.lm_head = nn.Linear(E, cfg.vocab_size, bias=False)
         self.tie_weights()
 
-    OPTIONAL_TENSORS = ("freqs_cis",)
-
     def tie_weights(self) -> None:
         if self.config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
+
+    def step(self, state: torch.Tensor, prompt: Prompt) -> torch.Tensor:
+        """One recurrent iteration: s_t = core(adapter([s_{t-1}, e]))."""
+        x = self.transformer.adapter(torch.cat([state, prompt.e], dim=-1))
+        for block in self.transformer.core_block:
+            x = block(x, prompt.ctx)
+        return x
+
+
+class HuginnModel(RavenModel):
+    """Huginn-format looped LM. Parameter names match the checkpoint keys."""
+
+    def __init__(self, cfg: HuginnConfig):
+        super().__init__(cfg, SandwichBlock)
+
+    OPTIONAL_TENSORS = ("freqs_cis",)
 
     def release_extras(self) -> Dict[str, torch.Tensor]:
         """Huginn's stored RoPE table ``freqs_cis`` [1, block_size, 1, hd/2, 2] (cos, sin); never read back."""
@@ -216,13 +232,6 @@ class HuginnModel(LoopedModel):
         """s_0: truncated normal (+-3 std), std = init_values.std * init_scale, times gamma; zeros for scale 0."""
         return truncated_normal_state(prompt.e, prompt.attention_mask, self.config.init_std * init_scale,
                                       self.config.gamma, seed)
-
-    def step(self, state: torch.Tensor, prompt: Prompt) -> torch.Tensor:
-        """One recurrent iteration: s_t = core(adapter([s_{t-1}, e]))."""
-        x = self.transformer.adapter(torch.cat([state, prompt.e], dim=-1))
-        for block in self.transformer.core_block:
-            x = block(x, prompt.ctx)
-        return x
 
     def readout(self, state: torch.Tensor, prompt: Prompt) -> torch.Tensor:
         """Log-probs [B, V] (float32) at the last position: ln_f(coda(ln_f(s))) @ wte^T.

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelFormatError
-from .base import ConfigReader, LoopedConfig, LoopedModel, Prompt, last_position_logprobs
-from .huginn import GatedMLP
+from .base import ConfigReader, LoopedConfig, Prompt, last_position_logprobs
+from .huginn import GatedMLP, RavenModel
 from .layers import Context, RMSNorm, SeedArg, attend, inv_frequencies, make_context, rope_half, \
     truncated_normal_state
 
@@ -183,27 +183,11 @@ class Block(nn.Module):
         return x + self.mlp(self.norm_2(x))
 
 
-class RetrofitModel(LoopedModel):
+class RetrofitModel(RavenModel):
     """A retrofitted looped LM in the huginn_raven layout. Parameter names match the checkpoint keys."""
 
     def __init__(self, cfg: RetrofitConfig):
-        super().__init__()
-        self.config = cfg
-        E = cfg.n_embd
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(cfg.vocab_size, E),
-            prelude=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers_in_prelude)),
-            adapter=nn.Linear(2 * E, E, bias=False),
-            core_block=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers_in_recurrent_block)),
-            coda=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers_in_coda)),
-            ln_f=RMSNorm(E, cfg.norm_eps),
-        ))
-        self.lm_head = nn.Linear(E, cfg.vocab_size, bias=False)
-        self.tie_weights()
-
-    def tie_weights(self) -> None:
-        if self.config.tie_embeddings:
-            self.lm_head.weight = self.transformer.wte.weight
+        super().__init__(cfg, Block)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> Prompt:
         cfg = self.config
@@ -220,12 +204,6 @@ class RetrofitModel(LoopedModel):
         """Zeros for ``init_scale = 0``; else truncated normal, std = init_values.std * init_scale, x embed_scale."""
         return truncated_normal_state(prompt.e, prompt.attention_mask, self.config.init_std * init_scale,
                                       self.config.embed_scale, seed)
-
-    def step(self, state: torch.Tensor, prompt: Prompt) -> torch.Tensor:
-        x = self.transformer.adapter(torch.cat([state, prompt.e], dim=-1))
-        for block in self.transformer.core_block:
-            x = block(x, prompt.ctx)
-        return x
 
     def readout(self, state: torch.Tensor, prompt: Prompt) -> torch.Tensor:
         """lm_head(ln_f(coda(s))) at the last position: ln_f once, after the coda."""

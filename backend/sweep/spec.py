@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..items import VARIANTS, balanced_permutation_count, load_benchmark, permutation_note
 from ..settings import DEFAULT_STEPS, KL_THRESHOLD, KL_WINDOW, RUN_LENGTH, SWEEP_PERMUTATIONS, SWEEP_SEEDS
 from ..trace import check_steps
+from .store import file_sha256  # noqa: F401  (re-exported for local.py)
 
 DEFAULT_CHUNK = 256
 # Columns ``permutation`` and ``seed`` are int32: larger counts cannot be stored (and could never be run).
@@ -199,14 +200,6 @@ def shard_instances(instances: Sequence[Instance], shard: Tuple[int, int]) -> Li
 
 
 # ---------------------------------------------------------------------------------------------- fingerprints
-def file_sha256(path, chunk: int = 2**20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for b in iter(lambda: fh.read(chunk), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
 def template_hash(template: dict) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -208,8 +209,7 @@ def fsync_path(path: Path) -> None:
 
 
 def file_sha256(path, chunk: int = 2**20) -> str:
-    import hashlib
-
+    """SHA-256 of a file, read in chunks (benchmark fingerprints, hidden-state checksums)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for b in iter(lambda: fh.read(chunk), b""):
