@@ -28,6 +28,21 @@ EXAMPLE_ITEM = BenchmarkItem(
 _LABEL = re.compile(r"^[A-Ja-j][\)\.:]\s+")
 
 
+# One line that explains a task's notation wherever its questions appear (app pages, Learn), by benchmark or
+# model name prefix.  The cups task is the default model's: its questions are not English.
+CUPS_NOTATION = ("Notation: \"ball c2 : s34 s23 ?\" means the ball starts under cup c2, then s34 swaps cups 3 and 4, "
+                 "s23 swaps cups 2 and 3, ...; the question is which cup (c1-c5) holds the ball at the end.")
+
+
+def notation(name: Optional[str]) -> Optional[str]:
+    """The one-line notation note for a benchmark file or model named ``name`` (a path or a name), or None when
+    its questions are plain language."""
+    if not name:
+        return None
+    stem = Path(str(name)).name
+    return CUPS_NOTATION if stem.startswith("cups-") else None
+
+
 def benchmark_files(model: Optional[str] = None) -> List[Path]:
     """Benchmark JSONL files shipped in data/benchmarks; the model's own test set first, then general-qa."""
     if not BENCHMARKS_DIR.is_dir():

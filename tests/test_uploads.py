@@ -67,3 +67,10 @@ def test_parse_upload_lists_lone_surrogates_as_bad_lines():
     bench = uploads.parse_upload(f"{bad}\n{good}\n{{broken\n".encode(), "u.jsonl")
     assert [it.id for it in bench.items] == ["a"]
     assert [e.line for e in bench.errors] == [1, 3] and "surrogate" in bench.errors[0].reason
+
+
+def test_notation_names_the_cups_task_and_nothing_else():
+    from backend.uploads import notation
+    assert "s34 swaps cups 3 and 4" in notation("data/benchmarks/cups-letters-test.jsonl")
+    assert notation("cups-letters") == notation("cups-mini-test.jsonl")
+    assert notation("general-qa.jsonl") is None and notation(None) is None
