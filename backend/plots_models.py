@@ -91,8 +91,9 @@ def models_figure(runs: Sequence[ModelRun], normalise: bool = True, title: Optio
         for row in (1, 2):
             fig.add_vline(x=1.0, line=dict(color="#555", width=1.5, dash="dash"), row=row, col=1,
                           name="trained_depth")
-        fig.add_annotation(x=1.0, y=1.0, xref="x", yref="paper", text=" trained depth", showarrow=False,
-                           xanchor="left", yanchor="top", font=dict(size=11, color="#555"), name="trained_depth_label")
+        fig.add_annotation(x=1.0, y=1.0, xref="x", yref="paper", text="trained depth", showarrow=False,
+                           xanchor="center", yanchor="bottom", font=dict(size=11, color="#555"),
+                           name="trained_depth_label")
     any_low = any(r.trace.metrics.low_mass is not None and r.trace.metrics.low_mass.any() for r in runs)
     layout = {**LAYOUT, "height": 560, "hovermode": "closest",
               "legend": {**LAYOUT["legend"], "y": -0.12}}

@@ -9,7 +9,7 @@ from pages import common
 
 common.ensure_navigation()
 
-from backend import plots, uploads  # noqa: E402
+from backend import learn, plots, uploads  # noqa: E402
 from backend.errors import LoopLensError, friendly_error  # noqa: E402
 from backend.items import VARIANTS  # noqa: E402
 from backend.models.runtime import model_choices  # noqa: E402
@@ -22,9 +22,9 @@ SOURCES = ["Benchmark item", "Your question"]
 MAX_MODELS = 6
 
 st.title("Models: one question, several models")
-st.caption("Each model traces the same question (the same options in the same order) with the sidebar's seed and "
-           "init scale. Models are trained for different numbers of recurrent steps, so the step axis is the "
-           "fraction of each model's trained depth (1 = the depth it was trained for); switch to raw steps below.")
+st.caption("Every model traces the same question, options in the same order, with the sidebar's seed and init "
+           "scale. Models are trained for different numbers of recurrent steps, so the step axis is the fraction of "
+           "each model's trained depth (1 = the depth it was trained for).")
 
 # ---------------------------------------------------------------------------------------------- the models
 shipped = model_choices()
@@ -46,15 +46,25 @@ if not models:
 # ---------------------------------------------------------------------------------------------- the question
 if ss.get("models_source") not in SOURCES:  # first visit: the kind of question Explore shows
     ss["models_source"] = "Your question" if ss.get("source") == "Your question" else SOURCES[0]
-src = st.radio("Question from", SOURCES, horizontal=True, key="models_source", label_visibility="collapsed")
+c1, c2, c3 = st.columns([5, 3, 4], vertical_alignment="bottom")
+src = c1.radio("Question from", SOURCES, horizontal=True, key="models_source", label_visibility="collapsed")
+ss.setdefault("models_depth_mult", 2.0)
+mult = c2.number_input("Steps per model, in trained depths", 0.25, 16.0, step=0.25, key="models_depth_mult",
+                       help="Each model runs this many times its own trained depth (2 = twice as deep as it was "
+                            f"trained), at least {MIN_STEPS} and at most {MAX_STEPS} steps.")
+normalise = c3.toggle("Step axis: fraction of trained depth", value=True, key="models_normalise",
+                      help="x = step / the model's trained depth (1 = the depth it was trained for). Off: raw "
+                           "recurrent steps.")
 item = None
+bench_name = None
 if src == "Benchmark item":
     files = uploads.benchmark_files(models[0])
     if not files:
         st.info("No benchmark file in data/benchmarks: type a question instead.")
         st.stop()
     c1, c2, c3, c4 = st.columns([2, 4, 1, 1])
-    bench, _ = common.pick_benchmark(files, c1)
+    bench, bench_path = common.pick_benchmark(files, c1)
+    bench_name = bench_path.name
     if bench is None or not bench.items:
         st.stop()
     if ss.get("variant") not in VARIANTS:
@@ -66,8 +76,8 @@ if src == "Benchmark item":
         st.warning("No item of this benchmark has that variant.")
         st.stop()
     by_id = {it.id: it for it in items}
-    if ss.get("item") not in by_id:
-        ss["item"] = items[0].id
+    if ss.get("item") not in by_id:  # the first model's curated example (as on Explore), else the first item
+        ss["item"] = learn.interesting_item_id(Path(models[0]).name, list(by_id)) or items[0].id
     c2.selectbox(f"Item ({len(items)})", list(by_id), key="item",
                  format_func=lambda i: f"{i} — {plots._short(by_id[i].question, 60)}")
     c4.number_input("Answer order", 0, 10**6, step=1, key="perm", help="Permutation of the options (0 = as in "
@@ -89,14 +99,6 @@ else:
         item = uploads.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans"))
 if item is None:
     st.stop()
-
-c1, c2 = st.columns([1, 2])
-ss.setdefault("models_depth_mult", 2.0)
-mult = c1.number_input("Steps per model, in trained depths", 0.25, 16.0, step=0.25, key="models_depth_mult",
-                       help="Each model runs this many times its own trained depth (2 = twice as deep as it was "
-                            f"trained), at least {MIN_STEPS} and at most {MAX_STEPS} steps.")
-normalise = c2.toggle("Step axis as a fraction of trained depth", value=True, key="models_normalise",
-                      help="Off: raw recurrent steps.")
 
 # ---------------------------------------------------------------------------------------------- the runs
 settings = common.run_settings()
@@ -122,9 +124,11 @@ for name in models:
 if not runs:
     st.stop()
 
-st.markdown(f"#### {common.plain(item.question)}")
-st.markdown("  ".join(f"**{plots.LETTERS[i]})** {common.plain(o)}{' ✓' if i == item.correct else ''}"
-                      for i, o in enumerate(item.options)))
+st.markdown(f"**{common.plain(item.question)}** &nbsp; " + "  ".join(
+    f"**{plots.LETTERS[i]})** {common.plain(o)}{' ✓' if i == item.correct else ''}" for i, o in enumerate(item.options)))
+note = uploads.notation(bench_name or models[0])
+if note:
+    st.caption(common.plain(note))
 fig_key = "|".join(keys) + f"-rl{settings['run_length']}"
 fig = common.cached_figure(fig_key, f"models-{normalise}", lambda: models_figure(runs, normalise=normalise))
 common.plot(fig, key="fig_models")
