@@ -632,9 +632,13 @@ def parse_splice_from(text: Optional[str]) -> Optional[Dict[str, object]]:
         raise UsageError(f"--splice-from {key} must be a whole number, got {val!r}") from None
 
 
-def add_cli_arguments(p) -> None:
-    """The intervention options of ``python -m backend trace``."""
-    g = p.add_argument_group("intervention (trace the run with an intervention beside its baseline)")
+def add_cli_arguments(p, sweep: bool = False) -> None:
+    """The intervention options of ``python -m backend trace`` (and, the same grammar, of ``sweep``: every
+    instance is run with the intervention and beside its baseline; ``--splice-from seed=S`` is then the seed
+    index S of the same instance)."""
+    g = p.add_argument_group(
+        "intervention (run every instance with an intervention beside its baseline; rows get intervention columns)"
+        if sweep else "intervention (trace the run with an intervention beside its baseline)")
     g.add_argument("--intervene", choices=KINDS, default=None,
                    help="act on the latent state at step --at: noise, reset (to an initial state), freeze, splice")
     g.add_argument("--at", type=int, default=None, help="the step k of the intervention, 1 <= k < steps")
