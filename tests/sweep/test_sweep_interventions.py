@@ -174,3 +174,24 @@ def test_ouro_sweep_rows_store_the_exit_gate_and_the_report_uses_it(ouro_dir, be
                     for e in r0])
     got = next(r for r in gate if r["variant"] == "base" and r["setting"] == "q = 0.5")["mean_steps"]
     assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_a_noise_sweep_is_one_point_of_the_studys_curve(tiny_dir, tiny_bundle, bench, tmp_path):
+    """The two paths agree: a sweep with --intervene noise --at k --sigma s (one seed) gives, instance by instance,
+    the point-of-no-return records the intervention study computes at that k and sigma (same instance seeds,
+    same noise seeds)."""
+    from backend.exit_report import noise_ponr_records
+    from backend.sweep import instance_seed
+
+    out = tmp_path / "pt"
+    spec = spec_for(tiny_dir, bench, out, intervention=Intervention("noise", 3, sigma=4.0).to_dict(), permutations=1)
+    quiet(spec)
+    df = load_results(out)
+    items = {it.id: it for it in load_items(spec)}
+    shown = [items[r.item_id].instance(r.variant, int(r.permutation)) for r in df.itertuples()]
+    seeds = [instance_seed(0, r.item_id, r.variant, int(r.permutation), 0) for r in df.itertuples()]
+    assert seeds == [int(s) for s in df["init_seed"]]
+    recs = noise_ponr_records(tiny_bundle, shown, seeds, 6, sigma=4.0, at_steps=[3])
+    assert [r["final_changed"] for r in recs] == [bool(x) for x in df["final_changed"]]
+    assert [r["final_answer"] for r in recs] == [int(x) for x in df["final_answer"]]
+    assert [r["baseline_backtracked"] for r in recs] == [bool(x) for x in df["baseline_backtracked"]]
