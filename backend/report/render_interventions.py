@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from .text import fmt, pct
+from ..settings import RUN_LENGTH
+from .text import pct
 
 VARIANT_ORDER = ("base", "easy", "nca")
 DYNAMICS_NAMES = {"step_size": "step size", "update_cos": "update cosine", "dist_final": "distance to final",
@@ -132,12 +133,25 @@ def dynamics_markdown(dyn: Mapping, meta: Mapping) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------------------- the study
-def _curve_steps(ks: Sequence[int], n: int = 10) -> List[int]:
+def _spread(ks: Sequence[int], n: int) -> List[int]:
     ks = sorted(set(ks))
     if len(ks) <= n:
         return ks
-    pick = {ks[round(i * (len(ks) - 1) / (n - 1))] for i in range(n)}
-    return sorted(pick)
+    return sorted({ks[round(i * (len(ks) - 1) / (n - 1))] for i in range(n)})
+
+
+def _curve_steps(rows: Sequence[Mapping], n: int = 14) -> List[int]:
+    """The steps shown as columns: a few before the first step where any share is above 0, then (up to ``n``
+    in all) the steps from there to the end, where the curve moves."""
+    ks = sorted({r["at"] for r in rows})
+    moving = [r["at"] for r in rows if r["share"]]
+    if not moving:
+        return _spread(ks, 6)
+    start = min(moving)
+    before = [k for k in ks if k < start]
+    after = [k for k in ks if k >= start]
+    head = _spread(before, min(4, len(before)) if before else 0) if before else []
+    return head + _spread(after, n - len(head))
 
 
 def study_markdown(study: Mapping) -> List[str]:
@@ -154,13 +168,15 @@ def study_markdown(study: Mapping) -> List[str]:
     L.append("")
     ponr = study.get("ponr") or []
     if ponr:
+        npo = int(p.get("ponr_permutations", 1))
+        orders = "answer order 0" if npo == 1 else f"answer orders 0-{npo - 1}"
         L.append(f"**Point of no return.** Noise of scale sigma ({sig}; x each position's state norm) added to the "
-                 f"state at step k, for every k from 1 to {p.get('steps', 0) - 1}, on answer order(s) 0-"
-                 f"{p.get('ponr_permutations', 1) - 1} of every item: the share of instances whose final answer "
-                 "changes (group *all*; n = instances per step).")
+                 f"state at step k, for every k from 1 to {p.get('steps', 0) - 1}, on {orders} of every item: the "
+                 "share of instances whose final answer changes (group *all*; n = instances per step; the columns "
+                 "are the steps where the curve moves, and a few before).")
         L.append("")
         allrows = [r for r in ponr if r["group"] == "all"]
-        ks = _curve_steps([r["at"] for r in allrows])
+        ks = _curve_steps(allrows)
         L.append("| variant | sigma | n | " + " | ".join(f"k={k}" for k in ks) + " |")
         L.append("|---|---|---|" + "---|" * len(ks))
         cells: Dict[tuple, Dict[int, Mapping]] = {}
@@ -193,8 +209,9 @@ def study_markdown(study: Mapping) -> List[str]:
     if sp:
         L.append(f"**Backtrack splice.** For each backtracking instance ({p.get('permutations')} answer orders per "
                  "item; its last abandoned commitment a before the commitment to the final answer b), the state at "
-                 "the last step of a's commitment is spliced into the run once b's commitment is established (run "
-                 "length 3), at the last position only or at all positions: does a come back?")
+                 "the last step of a's commitment is spliced into the run once b's commitment is established (its "
+                 f"first step + the commitment run length {RUN_LENGTH} - 1), at the last position only or at all "
+                 "positions: does a come back?")
         L.append("")
         L.append("| variant | positions | backtracking instances | a is the argmax right after [95% CI] | a ever "
                  "again | a is the final answer | final answer changed |")
