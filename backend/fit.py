@@ -89,7 +89,7 @@ def vocabulary_words(tok) -> List[str]:
 
 def compact_words(words: Sequence[str]) -> str:
     """Words joined by spaces, with runs of numbered words shortened: c1 c2 c3 c4 c5 -> c1–c5 (consecutive
-    numbers), s12 s13 ... s45 -> s12…s45 (10)."""
+    numbers), s12 s13 ... s45 -> s12…s45 (10 words)."""
     groups: Dict[str, List[str]] = {}
     for w in words:
         m = _NUMBERED.match(w)
@@ -108,7 +108,7 @@ def compact_words(words: Sequence[str]) -> str:
         g = groups[prefix]
         nums = [int(_NUMBERED.match(x).group(2)) for x in g]
         consecutive = nums == list(range(nums[0], nums[0] + len(nums)))
-        out.append(f"{g[0]}–{g[-1]}" if consecutive else f"{g[0]}…{g[-1]} ({len(g)})")
+        out.append(f"{g[0]}–{g[-1]}" if consecutive else f"{g[0]}…{g[-1]} ({len(g)} words)")
     return " ".join(out)
 
 

@@ -58,11 +58,11 @@ def test_the_message_lists_a_small_vocabulary_and_suggests_no_rewording(cups_tok
     msg = str(e.value)
     assert msg.startswith("cups-letters does not know the words 'What', 'is', 'the', 'capital', 'of', "
                           "'Australia?' (the question); 'Canberra' (option A); 'Perth' (option C)")
-    assert "38 words" in msg and "ball" in msg and "c1–c5" in msg and "s12…s45 (10)" in msg
+    assert "38 words" in msg and "ball" in msg and "c1–c5" in msg and "s12…s45 (10 words)" in msg
     assert "[UNK]" not in msg and "[PAD]" not in msg and "reword" not in msg
     fit.check_readable(cups_tok, "ball c2 : s34 s23 ?", ["c3", "c2", "c5", "c1"])  # no error
 
 
 def test_compact_words_shortens_numbered_runs():
     assert fit.compact_words(["a", "c1", "c2", "c3", "b"]) == "a c1–c3 b"
-    assert fit.compact_words(["s12", "s13", "s23", "x1", "x2"]) == "s12…s23 (3) x1 x2"
+    assert fit.compact_words(["s12", "s13", "s23", "x1", "x2"]) == "s12…s23 (3 words) x1 x2"
