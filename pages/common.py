@@ -281,7 +281,8 @@ def short_trajectory_note(steps: int, run_length: int) -> Optional[str]:
     """One line when the run is too short for the commitment rule to say much, else None."""
     if steps > SHORT_TRAJECTORY_STEPS:
         return None
-    return (f"With {steps} steps a commitment run length of {run_length} is nearly meaningless: a few steps can "
+    return (f"With {steps} step{'' if steps == 1 else 's'} a commitment run length of {run_length} is nearly "
+            "meaningless: a few steps can "
             "hold only one or two runs that long, so commitments and backtracks say little here.")
 
 

@@ -92,3 +92,11 @@ def test_an_empty_local_directory_asks_for_one(cups_app):
     text = " ".join(i.value for i in at.info)
     assert "Enter a checkpoint directory" in text and "tokenizer.json" in text
     assert "nothing is shipped" not in text and not at.warning
+
+
+def test_the_short_run_note_counts_one_step_in_the_singular():
+    from pages.common import short_trajectory_note
+
+    assert short_trajectory_note(1, 3).startswith("With 1 step a commitment")
+    assert short_trajectory_note(4, 3).startswith("With 4 steps a commitment")
+    assert short_trajectory_note(30, 3) is None
