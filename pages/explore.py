@@ -35,8 +35,14 @@ info = describe(bundle)
 
 # ---------------------------------------------------------------------------------------------- the question
 ss.setdefault("source", SOURCES[0])
-ss.setdefault("q", uploads.EXAMPLE_ITEM.question)
-ss.setdefault("opts", "\n".join([uploads.EXAMPLE_ITEM.answer, *uploads.EXAMPLE_ITEM.distractors]))
+# Pre-filled with a question this model reads; an untouched example follows the model when it changes.
+example = uploads.example_item(bundle)
+example_text = (example.question, "\n".join([example.answer, *example.distractors]))
+if ss.get("_example") is not None and (ss.get("q"), ss.get("opts")) == ss["_example"]:
+    ss["q"], ss["opts"] = example_text
+ss.setdefault("q", example_text[0])
+ss.setdefault("opts", example_text[1])
+ss["_example"] = example_text
 ss.setdefault("ans", "A")
 ss.setdefault("variant", "base")
 ss.setdefault("perm", 0)
@@ -51,12 +57,12 @@ with left:
     src = st.radio("Question from", SOURCES, horizontal=True, key="source", label_visibility="collapsed")
     bench = None
     if src == "Benchmark item":
-        files = uploads.benchmark_files(model)
+        files = uploads.benchmark_files(bundle)
         if not files:
             st.info("No benchmark file in data/benchmarks yet: showing a built-in example item.")
-            bench = Benchmark([uploads.EXAMPLE_ITEM], source="built-in example")
+            bench = Benchmark([example], source="built-in example")
         else:
-            bench, bench_path = common.pick_benchmark(files)
+            bench, bench_path = common.pick_benchmark(files, model=bundle)
     elif src == "Upload JSONL":
         up = st.file_uploader(f"Benchmark JSONL (one item per line, up to {uploads.MAX_UPLOAD_BYTES // 2**20} MB)",
                               type=["jsonl", "json", "txt"], key="upload",
@@ -68,6 +74,9 @@ with left:
         else:
             with common.guard(f"Upload {up.name}"):
                 bench = uploads.parse_upload(up.getvalue(), up.name)
+    note = uploads.notation(bench_path if src == "Benchmark item" else bundle.name if src == "Your question" else None)
+    if note:
+        st.caption(note)
     if bench is not None and bench.errors:
         with st.expander(f"⚠️ {len(bench.errors)} line(s) skipped in {common.plain(Path(bench.source or 'file').name)}; "
                          f"{len(bench.items)} item(s) usable", expanded=not bench.items):
@@ -105,7 +114,8 @@ with left:
             ss["ans"] = "none"
         c2.selectbox("Correct option", ans_choices, key="ans")
         with common.guard("Your question"):
-            item = uploads.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans"))
+            # words the model does not know are said here, before any run
+            item = common.readable(bundle, uploads.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans")))
 
 with right:
     st.markdown(f"**Model** {common.plain(bundle.name)} ({common.plain(info['summary'])}) · "
