@@ -79,7 +79,9 @@ def test_top_tokens_animation_projection_heatmap_and_seed_spread():
     xy = [np.random.default_rng(i).normal(size=(30, 2)) for i in range(2)]
     proj = plots.projection_figure([("seed 0", xy[0]), ("seed 1", xy[1])])
     lines = [d for d in proj.data if d.mode == "lines+markers"]
-    assert len(lines) == 2 and list(lines[0].marker.color) == list(range(1, 31))
+    # issue 13: one colour per run (the step is the marker size, growing with the step)
+    assert len(lines) == 2 and lines[0].marker.color != lines[1].marker.color
+    assert np.all(np.diff(lines[0].marker.size) > 0) and len(lines[0].marker.size) == 30
     heat = plots.convergence_heatmap(np.abs(np.random.default_rng(0).normal(size=(30, 5))) + 1e-3, list("abcde"))
     assert heat.data[0].z.shape == (5, 30)
     spread = plots.seed_spread_figure([make_trace(backtracking_probs(), seed=s) for s in range(3)])

@@ -50,12 +50,12 @@ def test_metric_summary_counts_low_mass_steps_and_says_when_the_belief_moves_aga
     # settles on A at step 1, moves to B at step 9: exploration end is not final
     moves = make_trace(np.array([[0.8, 0.2]] * 8 + [[0.2, 0.8]] * 6), correct=1)
     s = summaries.metric_summary(moves)
-    assert s["Exploration length"] == "1 steps (moves again later)"
+    assert s["Exploration length"] == "1 step (moves again later)"  # issue 13: no "1 steps"
     assert s["Exploration end"].startswith("step 1, the first step the KL stays <= 0.01 for 3 steps")
     assert "not final: the argmax changes again at step 9" in s["Exploration end"]
-    assert "1 backtrack(s) land after it" in s["Exploration end"]
+    assert "1 backtrack lands after it" in s["Exploration end"]
     still = summaries.metric_summary(make_trace(np.tile([0.1, 0.7, 0.1, 0.1], (10, 1))))
-    assert still["Exploration length"] == "1 steps"
+    assert still["Exploration length"] == "1 step"
     assert still["Exploration end"].endswith("no later movement in this run")
     # the backtrack's sensitivity to the run length
     short = make_trace(one_hot_path([0] * 3 + [1] * 27), correct=1)
