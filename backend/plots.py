@@ -243,7 +243,34 @@ def belief_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Opt
         _add(fig, [vline(upto, "cursor", width=1, dash="dot")])
     mark_beyond_trained_depth(fig, trained_depth, K, log)
     _base_layout(fig, title or "Belief over the options", "belief (renormalised over options)")
+    _legend_below(fig)
     return _step_axis(fig, K, log)
+
+
+LEGEND_ROW_PX = 19
+
+
+def legend_rows(names: Sequence[str], width_px: int = LABEL_PLOT_PX + 50) -> int:
+    """How many rows a horizontal legend of these entries takes (about 6 px a character plus the swatch)."""
+    rows, used = 1, 0
+    for name in names:
+        w = 45 + 6 * len(html.unescape(str(name)))
+        if used and used + w > width_px:
+            rows, used = rows + 1, 0
+        used += w
+    return rows
+
+
+def _legend_below(fig: go.Figure) -> None:
+    """Put the legend at the foot of the figure with room for all its rows, so it never covers the axis title."""
+    names = [d.name for d in fig.data if d.showlegend is not False] + \
+        [sh.name for sh in fig.layout.shapes if sh.showlegend]
+    title = fig.layout.legend.title.text if fig.layout.legend and fig.layout.legend.title else None
+    rows = legend_rows(([title] if title else []) + names)
+    extra = LEGEND_ROW_PX * rows
+    fig.update_layout(height=LAYOUT["height"] + extra - LEGEND_ROW_PX,
+                      margin=dict(LAYOUT["margin"], b=60 + extra),
+                      legend=dict(yref="container", y=0, yanchor="bottom"))
 
 
 BEYOND_DEPTH_COLOR = "#7f7f7f"
@@ -301,10 +328,10 @@ def _decorate_instance(fig: go.Figure, m: TrajectoryMetrics, K: int, log: bool =
         shapes.append({**vrect(run.start - 0.5, run.end + 0.5, option_color(run.option), "commitment"),
                        "legendgroup": "commitment"})
     if m.commitments:
-        legend.append(legend_entry("rect", f"commitment (argmax held ≥ {rl} steps)", "#555555", group="commitment"))
+        legend.append(legend_entry("rect", f"commitment: argmax held ≥ {rl} steps", "#555555", group="commitment"))
     if m.exploration_end is not None:
         shapes.append({**vline(m.exploration_end, "exploration_end"), "legendgroup": "exploration_end"})
-        legend.append(legend_entry("line", f"exploration end (step KL ≤ {thr:g} for {win} steps)", "black", "dash",
+        legend.append(legend_entry("line", f"exploration end: step KL ≤ {thr:g} for {win} steps", "black", "dash",
                                    group="exploration_end"))
         ann.append(dict(x=_ax(m.exploration_end, log), y=1.09, xref="x", yref="y", showarrow=False, xanchor="left",
                         text=f" exploration end (step {m.exploration_end})" + (
@@ -323,7 +350,7 @@ def _decorate_instance(fig: go.Figure, m: TrajectoryMetrics, K: int, log: bool =
                         font=dict(size=12, color=option_color(b.option)), bgcolor="rgba(255,255,255,0.8)",
                         name="backtrack"))
     if m.backtracks:
-        legend.append(legend_entry("line", "A -> B backtrack: a commitment, then one to another answer", "#444"))
+        legend.append(legend_entry("line", "A -> B: backtrack, one commitment to another", "#444"))
     _add(fig, shapes + legend, ann)
 
 
