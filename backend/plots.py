@@ -27,6 +27,7 @@ from plotly.subplots import make_subplots
 
 from .errors import LoopLensError
 from .metrics import KL_THRESHOLD, MASS_THRESHOLD, TrajectoryMetrics
+from .summaries import plural
 from .trace import Band, BeliefBand, Trace, TraceSet
 
 from .settings import KL_WINDOW, LETTERS, LOG_STEP_AXIS_ABOVE, RUN_LENGTH  # noqa: E402
@@ -328,11 +329,12 @@ def _decorate_instance(fig: go.Figure, m: TrajectoryMetrics, K: int, log: bool =
         shapes.append({**vrect(run.start - 0.5, run.end + 0.5, option_color(run.option), "commitment"),
                        "legendgroup": "commitment"})
     if m.commitments:
-        legend.append(legend_entry("rect", f"commitment: argmax held ≥ {rl} steps", "#555555", group="commitment"))
+        legend.append(legend_entry("rect", f"commitment: argmax held ≥ {plural(rl, 'step')}", "#555555",
+                                   group="commitment"))
     if m.exploration_end is not None:
         shapes.append({**vline(m.exploration_end, "exploration_end"), "legendgroup": "exploration_end"})
-        legend.append(legend_entry("line", f"exploration end: step KL ≤ {thr:g} for {win} steps", "black", "dash",
-                                   group="exploration_end"))
+        legend.append(legend_entry("line", f"exploration end: step KL ≤ {thr:g} for {plural(win, 'step')}", "black",
+                                   "dash", group="exploration_end"))
         ann.append(dict(x=_ax(m.exploration_end, log), y=1.09, xref="x", yref="y", showarrow=False, xanchor="left",
                         text=f" exploration end (step {m.exploration_end})" + (
                             f"; the argmax changes again at step {m.later_argmax_change}"
@@ -479,7 +481,7 @@ def seed_spread_figure(traces: Sequence[Trace], title: Optional[str] = None) -> 
         fig.add_trace(go.Scatter(x=x, y=med[:, i], mode="lines", name=option_name(i, ref.options[i], ref.correct),
                                  line=dict(color=c, width=3 if i == ref.correct else 2)))
     fig.update_yaxes(range=[0, 1.02])
-    _base_layout(fig, title or f"Belief over {S} seeds (median, min-max band)", "belief")
+    _base_layout(fig, title or f"Belief over {plural(S, 'seed')} (median, min-max band)", "belief")
     return _step_axis(fig, K, use_log_steps(K))
 
 

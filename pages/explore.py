@@ -76,8 +76,9 @@ if src == "Upload JSONL":
         with common.guard(f"Upload {up.name}"):
             bench = uploads.parse_upload(up.getvalue(), up.name)
 if bench is not None and bench.errors:
-    with st.expander(f"⚠️ {len(bench.errors)} line(s) skipped in {common.plain(Path(bench.source or 'file').name)}; "
-                     f"{len(bench.items)} item(s) usable", expanded=not bench.items):
+    with st.expander(f"⚠️ {summaries.plural(len(bench.errors), 'line')} skipped in "
+                     f"{common.plain(Path(bench.source or 'file').name)}; "
+                     f"{summaries.plural(len(bench.items), 'item')} usable", expanded=not bench.items):
         st.markdown("\n".join(f"- {common.plain(e)}" for e in bench.errors[:200]))
 if bench is not None and bench.items:
     if ss.get("variant") not in VARIANTS:
