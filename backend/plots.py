@@ -573,8 +573,8 @@ def projection_figure(paths: Sequence[Tuple[str, np.ndarray]], title: Optional[s
                                  marker=dict(size=18, symbol="star", color=c, line=dict(width=1, color="black")),
                                  hovertemplate=f"{label}: end (step {K})<extra></extra>"))
     fig.update_layout(hovermode="closest", legend_title_text="run (click to hide)")
-    return _base_layout(fig, title or f"Latent state at the last position ({method}): ○ start, ★ end, markers grow "
-                        "with the step", f"{method} 2", f"{method} 1")
+    return _base_layout(fig, title or f"Latent state at the last position ({method}): ○ start, ★ end",
+                        f"{method} 2", f"{method} 1")
 
 
 # Sequential, light (converged: close to the final state) to dark (far from it), monotone in lightness
@@ -593,8 +593,8 @@ def convergence_heatmap(cmap: np.ndarray, tokens: Sequence[str], title: Optional
     ticks = np.arange(lo, hi + 1)
     fig = go.Figure(go.Heatmap(
         z=z.T, x=_steps(K), y=labels, colorscale=CONVERGENCE_SCALE, zmin=lo, zmax=hi,
-        colorbar=dict(title=dict(text="distance to<br>the final state<br>(relative, log)<br> ", side="top"),
-                      tickvals=ticks, ticktext=[f"1e{int(v)}" for v in ticks]),
+        colorbar=dict(title=dict(text="distance to<br>the final state<br>(relative, log)", side="top"),
+                      len=0.85, y=0, yanchor="bottom", tickvals=ticks, ticktext=[f"1e{int(v)}" for v in ticks]),
         hovertemplate="step %{x}<br>%{y}<br>log10 distance %{z:.2f}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", showticklabels=S <= 80, tickfont=dict(size=9))

@@ -265,7 +265,7 @@ intervene_panel.intervene_panel(entry, tr, item, bench_item, settings, model_tem
 def step_panel(trace, run_id):
     st.subheader("One step up close")
     t = st.slider("Step", 1, trace.steps, trace.steps, key="step_slider")
-    c1, c2 = st.columns([3, 2])
+    c1, c2 = st.columns([1, 1])
     with c1:
         common.plot(common.cached_figure(run_id, f"top-{t}", lambda: plots.top_tokens_figure(trace, t)),
                     key="fig_top")
@@ -274,7 +274,7 @@ def step_panel(trace, run_id):
         st.dataframe({"option": [f"{LETTERS[i]}) {o}" for i, o in enumerate(trace.options)],
                       "belief": np.round(trace.probs[t - 1], 4), "raw mass": np.round(trace.raw_mass[t - 1], 5)},
                      hide_index=True, width="stretch", column_config={
-                         "option": st.column_config.TextColumn("option", width="medium"),
+                         "option": st.column_config.TextColumn("option"),
                          "belief": st.column_config.NumberColumn(
                              "belief", format="%.4f", help="Renormalised over the options (sums to 1)."),
                          "raw mass": st.column_config.NumberColumn(
@@ -288,13 +288,14 @@ step_panel(tr, key)
 
 # ---------------------------------------------------------------------------------------------- seeds
 SEED_COLUMNS = {
-    "seed": st.column_config.NumberColumn("seed", width="small", format="%d"),
-    "final answer": st.column_config.TextColumn("final", width="small", help="Final answer (argmax at the last step)."),
-    "correct": st.column_config.CheckboxColumn("correct", width="small"),
+    "seed": st.column_config.NumberColumn("seed", format="%d"),
+    "final answer": st.column_config.TextColumn("final answer", help="The argmax at the last step."),
+    "correct": st.column_config.CheckboxColumn("correct"),
     "exploration length": st.column_config.NumberColumn(
-        "expl. end", width="small", help="Exploration end (empty: never converged)."),
-    "backtracks": st.column_config.TextColumn("backtracks", width="small"),
-    "final entropy": st.column_config.NumberColumn("final H", width="small", format="%.3f",
+        "exploration end", help="The first step from which the step KL stays under the threshold (empty: never "
+                                "converged)."),
+    "backtracks": st.column_config.TextColumn("backtracks", help="Commitment -> next commitment to another answer."),
+    "final entropy": st.column_config.NumberColumn("final entropy", format="%.3f",
                                                    help="Entropy of the belief at the last step (nats)."),
 }
 if n_seeds > 1:
@@ -302,20 +303,18 @@ if n_seeds > 1:
     with common.guard("Seed runs"):
         df, sentence = summaries.seed_robustness(seed_traces)
         (st.warning if "only" in sentence or "disagree" in sentence else st.success)(sentence)
-        c1, c2 = st.columns([4, 3])
-        with c1:
-            figs["seeds"] = common.cached_figure(key, "seeds",
-                                                 lambda: plots.seed_spread_figure(seed_traces))
-            common.plot(figs["seeds"], key="fig_seeds")
-        with c2:
-            st.dataframe(df, hide_index=True, width="stretch", column_config=SEED_COLUMNS)
+        # chart, then the table at the page's width: every column readable at 1000 px too
+        figs["seeds"] = common.cached_figure(key, "seeds", lambda: plots.seed_spread_figure(seed_traces))
+        common.plot(figs["seeds"], key="fig_seeds")
+        st.dataframe(df, hide_index=True, width="stretch", column_config=SEED_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------------- geometry
 @st.fragment
 def geometry_panel(paths_by_group, run_id):
     st.subheader("Hidden-state geometry")
-    st.caption("Latent state s_t at the last prompt position, projected to 2-D in one basis for all paths shown.")
+    st.caption("Latent state s_t at the last prompt position, projected to 2-D in one basis for all paths shown: "
+               "one colour per run, ○ its start, ★ its end; the markers grow with the step.")
     c1, c2 = st.columns([1, 3])
     method = c1.radio("Projection", ["PCA", "UMAP"], key="proj_method", horizontal=True)
     groups = c2.multiselect("Paths", list(paths_by_group), default=list(paths_by_group)[:2], key="proj_groups")
@@ -403,4 +402,4 @@ try:
 except Exception:  # noqa: BLE001
     base = ""
 st.caption("Shareable link (the address bar holds it too): opening it reproduces this view.")
-st.code(f"{base.split('?')[0]}?{urlencode(query)}", language=None)
+st.code(f"{base.split('?')[0]}?{urlencode(query)}", language=None, wrap_lines=True)
