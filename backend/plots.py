@@ -17,6 +17,7 @@ Conventions every figure follows, so tests can assert on them:
 from __future__ import annotations
 
 import html
+import os
 import shutil
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
@@ -505,8 +506,14 @@ def figure_html(fig: go.Figure) -> str:
 
 
 def chromium_path() -> Optional[str]:
-    """The Chromium/Chrome that kaleido would use for PNG export, or None."""
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+    """The Chromium/Chrome that kaleido uses for PNG export, or None: ``$BROWSER_PATH`` (choreographer's own
+    override) when it names a file, else /usr/bin/chromium, else the first Chromium/Chrome on PATH."""
+    env = os.environ.get("BROWSER_PATH")
+    if env and os.path.isfile(env):
+        return env
+    if os.path.isfile("/usr/bin/chromium") and os.access("/usr/bin/chromium", os.X_OK):
+        return "/usr/bin/chromium"
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
         p = shutil.which(name)
         if p:
             return p
@@ -516,17 +523,39 @@ def chromium_path() -> Optional[str]:
 PNG_UNAVAILABLE = ("PNG export needs a Chromium/Chrome on the server (Debian: apt-get install -y chromium); "
                    "none was found. Download the standalone HTML instead: it opens offline in any browser and "
                    "its camera button saves a PNG.")
+PNG_NO_KALEIDO = ("PNG export needs the kaleido package (pip install -r requirements.txt). Download the standalone "
+                  "HTML instead: its camera button saves a PNG.")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_TIMEOUT_S = 60
 
 
 def figure_png(fig: go.Figure, scale: float = 2.0) -> bytes:
-    """PNG bytes through kaleido (needs a Chromium); raises LoopLensError with a clear message otherwise."""
-    if chromium_path() is None:
+    """PNG bytes of ``fig`` through kaleido 1.x and the Chromium of :func:`chromium_path` (headless; choreographer
+    adds --no-sandbox, which running as root needs).  MathJax is off (no network needed).  Any failure is a
+    one-line :class:`LoopLensError` saying what to do instead."""
+    chrome = chromium_path()
+    if chrome is None:
         raise LoopLensError(PNG_UNAVAILABLE)
     try:
-        return fig.to_image(format="png", scale=scale)
-    except Exception as exc:  # kaleido reports a missing/broken browser in many ways
-        raise LoopLensError(f"PNG export failed ({type(exc).__name__}: {str(exc)[:200]}). "
-                            "Download the standalone HTML instead.") from None
+        import kaleido  # optional: only PNG export needs it
+    except ImportError:
+        raise LoopLensError(PNG_NO_KALEIDO) from None
+    try:
+        spec = fig.to_dict()
+        layout = spec.get("layout") or {}
+        opts = dict(format="png", scale=scale, width=int(layout.get("width") or 1000),
+                    height=int(layout.get("height") or 500))
+        png = kaleido.calc_fig_sync(spec, opts=opts, kopts=dict(path=chrome, mathjax=False, timeout=PNG_TIMEOUT_S,
+                                                                 enable_sandbox=False))
+    except Exception as exc:  # noqa: BLE001 - kaleido/choreographer report a broken browser in many ways
+        msg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        first = " ".join(msg.split())[:160] or "no message"
+        raise LoopLensError(f"PNG export failed with the browser {chrome} ({type(exc).__name__}: {first}). "
+                            "Download the standalone HTML instead: its camera button saves a PNG.") from None
+    if not isinstance(png, (bytes, bytearray)) or not bytes(png).startswith(PNG_MAGIC):
+        raise LoopLensError("PNG export produced no image. Download the standalone HTML instead: its camera button "
+                            "saves a PNG.")
+    return bytes(png)
 
 
 # ---------------------------------------------------------------------------------------------- report figures

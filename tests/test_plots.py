@@ -128,6 +128,56 @@ def test_png_export_message_without_chromium(monkeypatch):
         plots.figure_png(object())
 
 
+def test_png_export_without_kaleido_or_with_a_broken_browser_is_one_line(monkeypatch, tmp_path):
+    import builtins
+    import sys
+
+    fig = plots.belief_figure(make_trace(backtracking_probs()))
+    real_import = builtins.__import__
+
+    def no_kaleido(name, *a, **k):
+        if name == "kaleido":
+            raise ImportError("no kaleido")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(plots, "chromium_path", lambda: "/usr/bin/chromium")
+    monkeypatch.delitem(sys.modules, "kaleido", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_kaleido)
+    with pytest.raises(LoopLensError, match="kaleido package"):
+        plots.figure_png(fig)
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    pytest.importorskip("kaleido")
+    broken = tmp_path / "chromium"
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(plots, "chromium_path", lambda: str(broken))
+    with pytest.raises(LoopLensError, match="PNG export failed") as exc:
+        plots.figure_png(fig)
+    assert "\n" not in str(exc.value) and "HTML" in str(exc.value)
+
+
+def test_chromium_path_honours_browser_path(monkeypatch, tmp_path):
+    exe = tmp_path / "my-chrome"
+    exe.write_text("")
+    monkeypatch.setenv("BROWSER_PATH", str(exe))
+    assert plots.chromium_path() == str(exe)
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "missing"))
+    assert plots.chromium_path() != str(tmp_path / "missing")
+
+
+@pytest.mark.skipif(plots.chromium_path() is None, reason="no Chromium/Chrome found (Debian: apt-get install -y "
+                    "chromium); CI installs one, so this runs there")
+def test_figure_png_returns_real_png_bytes():
+    import struct
+
+    fig = plots.belief_figure(make_trace(backtracking_probs()))
+    png = plots.figure_png(fig, scale=1)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (1000, 420)  # the figure's own height, the export's default width
+    assert 10_000 < len(png) < 5_000_000  # a drawn chart, not an empty canvas
+
+
 def test_low_mass_steps_are_greyed_and_the_legend_says_so():
     tr = make_trace(backtracking_probs(), correct=1)
     tr.raw_mass = tr.raw_mass.copy()
