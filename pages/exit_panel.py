@@ -16,7 +16,7 @@ def benchmark_panel(rep: dict, study) -> None:
     rows = rep.get("exit_rules") or (study or {}).get("exit_rules")
     if not rows and not study:
         return
-    st.subheader("Exit rules and interventions")
+    st.markdown("##### Exit rules and interventions")
     if rows:
         common.plot(pi.exit_rule_figure(rows), key="fig_rep_exit")
         with st.expander("Exit-rule table (rule, setting, mean steps, accuracy, never stopped: the last step used)"):
