@@ -622,7 +622,7 @@ def report_entropy_figure(rep: dict, normalised: bool = True) -> go.Figure:
                 low[v] = float(last)
     if low:
         thr = (rep.get("meta") or {}).get("mass_threshold", MASS_THRESHOLD)
-        fig.update_layout(legend=dict(title=dict(side="top left", text=(
+        fig.update_layout(legend=dict(title=dict(side="top", text=(
             f"below the mass threshold {thr:g} at the last step:<br>" +
             ", ".join(f"{VARIANT_NAMES.get(v) or text(v)} {x:.0%}" for v, x in low.items())))))
     return fig

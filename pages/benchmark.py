@@ -74,6 +74,7 @@ if rep is None:
 
 
 CARD_WIDTH = 215  # px: four cards abreast at 1400 px, two at 1000 px
+CARD_HEIGHT = 185  # px: every card as tall (a two-line reference value fits)
 FIGURE_WIDTH = 460  # px: two figures abreast at 1400 px, one at 1000 px
 
 
@@ -103,7 +104,7 @@ def show_report(rep: dict) -> None:
         # Cards of a fixed width in a wrapping row: four abreast on a wide page, two on a narrow one (never cut).
         with st.container(horizontal=True, gap="small"):
             for c in cards:
-                with st.container(border=True, width=CARD_WIDTH):
+                with st.container(border=True, width=CARD_WIDTH, height=CARD_HEIGHT):
                     st.metric(common.plain(c["label"]), c["value"],
                               delta=common.plain(c["interval"]) if c["interval"] else None, delta_color="off",
                               delta_arrow="off", help=common.plain(c["help"]))
@@ -122,6 +123,8 @@ def show_report(rep: dict) -> None:
 
     st.markdown("##### Findings beside the reference values")
     _table(hl.headline_rows(rep), "findings")
+    st.markdown("##### Per variant")
+    _table(hl.variant_rows(rep, skip_key_fields="variants" in rep), "variant groups")
     if "variants" in rep:
         st.markdown("##### What the numbers rest on")
         st.caption("Per variant; *field* is the name in `report --format json`. Steps below the mass threshold are "
@@ -131,18 +134,16 @@ def show_report(rep: dict) -> None:
     else:
         st.warning("This report was made before the reporting rules (option mass, seeds, censoring, within-item gain): "
                    "make it again with `python -m backend report DIR --save DIR` to see them.")
-    st.markdown("##### Per variant")
-    _table(hl.variant_rows(rep), "variant groups")
 
 
 def show_downloads(rep: dict) -> None:
     """The full report as files, and as Markdown in a collapsed expander (its headings below the page's)."""
     md = rp.to_markdown(rep)
-    c1, c2, _ = st.columns([1, 1, 3])
-    c1.download_button("Full report (report.md)", data=md, file_name="report.md", mime="text/markdown",
-                       on_click="ignore", key="dl_report_md")
-    c2.download_button("Numbers (report.json)", data=rp.to_json(rep), file_name="report.json",
-                       mime="application/json", on_click="ignore", key="dl_report_json")
+    with st.container(horizontal=True):
+        st.download_button("Full report (report.md)", data=md, file_name="report.md", mime="text/markdown",
+                           on_click="ignore", key="dl_report_md")
+        st.download_button("Numbers (report.json)", data=rp.to_json(rep), file_name="report.json",
+                           mime="application/json", on_click="ignore", key="dl_report_json")
     with st.expander("The full report (Markdown), beside reference values from Huginn-0125"):
         st.markdown(hl.demoted_markdown(md))
 

@@ -203,15 +203,19 @@ def _group_name(g: dict, several_domains: bool) -> str:
     return f"{name} · {g.get('domain')}" if several_domains and g.get("domain") != "all" else name
 
 
-def variant_rows(rep: dict) -> List[Dict[str, str]]:
+def variant_rows(rep: dict, skip_key_fields: bool = False) -> List[Dict[str, str]]:
     """The per-variant table, one row per statistic and one column per variant (per variant x domain when there are
-    several domains); a domain's rows that only repeat the "all" rows are left out."""
+    several domains); a domain's columns that only repeat the "all" columns are left out, and with
+    ``skip_key_fields`` (and a single domain) so are the rows :func:`key_rows` shows already."""
     groups = [g for g in rep.get("groups", []) if isinstance(g, dict)]
     kept = distinct_groups(groups)
     several = any(g.get("domain") != "all" for g in kept)
     cols = [(_group_name(g, several), g) for g in kept]
+    shown = {k for k, _, _ in KEY_FIELDS} | {"never_converged_rate"} if skip_key_fields and not several else set()
     rows = []
     for label, key, unit in VARIANT_ROWS:
+        if key in shown:
+            continue
         row = {"statistic": label}
         for name, g in cols:
             st = g.get(key) if key else g.get("instances")

@@ -146,10 +146,12 @@ def test_benchmark_page_is_designed_headline_cards_figures_tables(app, monkeypat
     assert len(per_variant) == len(per_variant.drop_duplicates())
     key = table_with(at, "field")
     assert len(key) == len(key.drop_duplicates()) and "Base" in key.columns
+    assert not set(per_variant["statistic"]) & set(key["number"])  # a number is in one table, not in both
+    assert "accuracy" in set(per_variant["statistic"])
     # order: headline numbers, figures, tables, then the exit-rule panel
     heads = [m.value for m in at.main.get("markdown") if m.value.startswith("#####")]
     assert heads[:5] == ["##### Headline numbers", "##### Figures", "##### Findings beside the reference values",
-                         "##### What the numbers rest on", "##### Per variant"]
+                         "##### Per variant", "##### What the numbers rest on"]
     assert heads[5] == "##### Exit rules and interventions"
 
 
