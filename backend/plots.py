@@ -526,16 +526,19 @@ def rank_share_figure(shares: Sequence[float], lo=None, hi=None, title: Optional
 
 
 def bar_with_ci_figure(labels: Sequence[str], values, lo, hi, title: str, ytitle: str,
-                       colors: Optional[Sequence[str]] = None) -> go.Figure:
+                       colors: Optional[Sequence[str]] = None, value_format: Optional[str] = None) -> go.Figure:
     """Horizontal bars with their intervals, the first label on top: long labels read on one line each instead
-    of overlapping rotated under the bars.  ``ytitle`` names the value axis (horizontal here)."""
+    of overlapping rotated under the bars.  ``ytitle`` names the value axis (horizontal here); with
+    ``value_format`` (a d3 format such as ``".0%"``) each bar is labelled with its value."""
     values = np.asarray(values, dtype=float)
     n = len(values)
     fig = go.Figure(go.Bar(y=list(labels), x=values, orientation="h",
                            marker_color=list(colors) if colors else "#1f77b4",
                            error_x=dict(type="data", symmetric=False, array=np.asarray(hi) - values,
                                         arrayminus=values - np.asarray(lo)),
-                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+                           hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+                           texttemplate=f"%{{x:{value_format}}}" if value_format else None,
+                           textposition="auto" if value_format else None))
     fig.update_layout(showlegend=False, hovermode="closest")
     _base_layout(fig, title, "", ytitle)
     fig.update_yaxes(autorange="reversed", automargin=True)
@@ -611,7 +614,7 @@ def report_entropy_figure(rep: dict, normalised: bool = True) -> go.Figure:
         for v in [v for v in ("base", "easy", "nca") if v in set(df["variant"])]:
             g = df[df["variant"] == v].sort_values("step")
             bands[v] = tuple(g[c + sfx].astype(float).to_numpy() for c in ("mean", "lo", "hi"))
-    fig = entropy_bands_figure(bands, title="Entropy by variant (mean over instances, 95% item-bootstrap band)",
+    fig = entropy_bands_figure(bands, title="Entropy by variant (mean, 95% item-bootstrap band)",
                                normalised=normalised)
     low = {}
     if len(df) and "low_mass_share" in df.columns:
@@ -644,9 +647,11 @@ def report_exploration_pair_figure(rep: dict) -> go.Figure:
                                  line=dict(color="gray", dash="dot")))
     pair = (rep.get("exploration") or {}).get("pair") or {}
     es = (pair.get("easy_shorter") or {}).get("value")
-    sub = f" — Easy shorter by {es:.0%}" if es is not None else ""
+    sub = f"<br>Easy explores {es:.0%} shorter (converged instances)" if es is not None else ""
     fig.update_layout(hovermode="closest")
-    return _base_layout(fig, "Exploration length per item: Base vs Easy" + sub, "Easy (steps)", "Base (steps)")
+    _base_layout(fig, "Exploration length per item: Base vs Easy" + sub, "Easy (steps)", "Base (steps)")
+    fig.update_layout(margin=dict(t=70))
+    return fig
 
 
 def report_rank_figure(rep: dict) -> go.Figure:
@@ -703,7 +708,8 @@ def report_backtracking_figure(rep: dict) -> go.Figure:
             lo.append(d.get("lo") if d.get("lo") is not None else np.nan)
             hi.append(d.get("hi") if d.get("hi") is not None else np.nan)
     fig = bar_with_ci_figure(labels, v, lo, hi, "Backtracking (Base): accuracy and destination", "share (95% CI)",
-                             colors=["#2ca02c", "#7f7f7f", "#1f77b4"] + ["#9467bd"] * (len(labels) - 3))
+                             colors=["#2ca02c", "#7f7f7f", "#1f77b4"] + ["#9467bd"] * (len(labels) - 3),
+                             value_format=".0%")
     fig.update_xaxes(range=[0, 1.02], tickformat=".0%")
     return fig
 

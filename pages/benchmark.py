@@ -75,7 +75,7 @@ if rep is None:
 
 CARD_WIDTH = 215  # px: four cards abreast at 1400 px, two at 1000 px
 CARD_HEIGHT = 185  # px: every card as tall (a two-line reference value fits)
-FIGURE_WIDTH = 460  # px: two figures abreast at 1400 px, one at 1000 px
+FIGURE_WIDTH = 430  # px: two figures abreast at 1400 px (main column ~920 px), one at 1000 px
 
 
 def _table(rows, what: str) -> None:
