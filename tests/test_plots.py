@@ -122,6 +122,32 @@ def test_variant_figure_colours_each_original_option_alike_in_every_variant():
     assert "(n=1)" in fig.layout.annotations[0].text
 
 
+def test_variant_figure_one_legend_entry_per_option_and_no_zero_width_bands():
+    K = 10
+    mean = np.tile([0.7, 0.1, 0.1, 0.1], (K, 1))
+    flat = BeliefBand(mean=mean, lo=mean, hi=mean, options=tuple("abcd"), correct=0, n=24)
+    wide = BeliefBand(mean=mean, lo=mean - 0.05, hi=mean + 0.05, options=("a", "x", "y", "z"), correct=0, n=24)
+    nca = BeliefBand(mean=mean, lo=mean, hi=mean, options=("n", "b", "c", "d"), correct=None, n=24)
+    assert plots.band_is_flat(flat) and not plots.band_is_flat(wide)
+    fig = plots.variant_belief_figure({"base": flat, "easy": wide, "nca": nca})
+    bands = [d for d in fig.data if d.fill == "toself"]
+    assert len(bands) == 4 and all(d.xaxis == "x2" for d in bands)  # only Easy's band has a width
+    legend = [d.name for d in fig.data if d.mode == "lines" and d.showlegend is not False]
+    assert legend == ["a ✓", "b", "c", "d", "x", "y", "z", "n"]  # every option once
+    colour = {}
+    for d in fig.data:
+        if d.mode == "lines":  # one colour per option text in every panel, never the "not answering" grey
+            assert colour.setdefault(d.name.rstrip(" ✓"), d.line.color) == d.line.color
+    assert len(set(colour.values())) == 8 and "#7f7f7f" not in colour.values()
+
+
+def test_backtracking_bars_are_horizontal_and_labelled():
+    fig = plots.bar_with_ci_figure(["a long label", "another long label"], [0.5, 0.2], [0.4, 0.1], [0.6, 0.3],
+                                   "t", "share", value_format=".0%")
+    assert fig.data[0].orientation == "h" and list(fig.data[0].y) == ["a long label", "another long label"]
+    assert fig.data[0].texttemplate == "%{x:.0%}" and fig.layout.yaxis.autorange == "reversed"
+
+
 def test_png_export_message_without_chromium(monkeypatch):
     monkeypatch.setattr(plots, "chromium_path", lambda: None)
     with pytest.raises(LoopLensError, match="Chromium"):

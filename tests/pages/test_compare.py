@@ -51,3 +51,15 @@ def test_benchmark_text_renders_as_plain_text(app, evil_benchmark):
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
     assert_rendered_as_text(at)
+
+
+def test_compare_says_when_there_is_no_band(app):
+    """One answer order: nothing to average, no band drawn, and the caption says so (not a zero-width band)."""
+    at = app(page="compare")
+    at.number_input(key="n_perms").set_value(1).run()
+    no_exceptions(at)
+    spec = chart_by_title(at, "averaged over answer orders")
+    assert not [d for d in spec["data"] if d.get("fill") == "toself"]
+    assert any("no band" in c.value for c in at.caption)
+    names = [d["name"] for d in spec["data"] if d.get("showlegend") is not False]
+    assert len(names) == len(set(names))
