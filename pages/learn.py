@@ -106,7 +106,7 @@ def load_examples():
 
 
 def question_block(tr, large: bool = False) -> None:
-    opts = "  ".join(f"**{plots.LETTERS[i]})** {common.plain(o)}{' ✓' if i == tr.correct else ''}"
+    opts = "\u2003".join(f"**{plots.LETTERS[i]})** {common.plain(o)}{' ✓' if i == tr.correct else ''}"
                      for i, o in enumerate(tr.options))
     if large:
         st.markdown(f"### {common.plain(tr.question)}")
