@@ -307,22 +307,21 @@ def top_tokens_figure(trace, step: int) -> go.Figure:
 def animated_belief_figure(trace, title: Optional[str] = None, frame_ms: int = 350) -> go.Figure:
     """Belief per option revealed step by step, with play/pause buttons and a step slider (client-side).
 
-    The legend sits above the plot area (under the title) and the buttons and slider below the x axis's title, so
-    nothing covers the legend or the curves."""
+    It opens on the whole run (its marks read against the whole curve); ▶ play replays it from step 1.  The legend
+    sits above the plot area (under the title) and the buttons and slider below the x axis's title, so nothing
+    covers the legend or the curves."""
     probs = np.asarray(trace.probs)
     K, n = probs.shape
     base = belief_figure(trace, title=title)
     x = _steps(K)
-    for tr in base.data:  # start at step 1
-        tr.x, tr.y = tr.x[:1], tr.y[:1]
     frames = []
     for t in range(1, K + 1):
         frames.append(go.Frame(name=str(t), data=[go.Scatter(x=x[:t], y=probs[:t, i]) for i in range(n)]))
     base.frames = frames
     base.update_xaxes(range=[0.5, K + 0.5])
     play = dict(label="▶ play", method="animate",
-                args=[None, dict(frame=dict(duration=frame_ms, redraw=False), fromcurrent=True,
-                                 transition=dict(duration=0))])
+                args=[[str(t) for t in range(1, K + 1)], dict(frame=dict(duration=frame_ms, redraw=False),
+                                                              mode="immediate", transition=dict(duration=0))])
     pause = dict(label="❚❚ pause", method="animate",
                  args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate",
                                     transition=dict(duration=0))])
@@ -332,7 +331,7 @@ def animated_belief_figure(trace, title: Optional[str] = None, frame_ms: int = 3
                     title=dict(side="top")),
         updatemenus=[dict(type="buttons", direction="left", x=0, xanchor="left", y=0, yanchor="top",
                           pad=dict(t=48, r=10), buttons=[play, pause], showactive=False)],
-        sliders=[dict(active=0, x=0, len=1, xanchor="left", y=0, yanchor="top", pad=dict(t=92, b=0),
+        sliders=[dict(active=K - 1, x=0, len=1, xanchor="left", y=0, yanchor="top", pad=dict(t=92, b=0),
                       currentvalue=dict(prefix="step ", xanchor="right", font=dict(size=13)),
                       steps=[dict(label=str(t), method="animate",
                                   args=[[str(t)], dict(mode="immediate", frame=dict(duration=0, redraw=False),

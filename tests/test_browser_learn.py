@@ -35,6 +35,16 @@ def test_learn_presenter_mode_in_a_real_browser(server, browser):  # noqa: F811
     assert sidebar.get_by_text("Learn runs").count() == 1
     assert sidebar.get_by_label("Recurrent steps").count() == 0
     page.screenshot(path=str(ARTIFACTS / "learn.png"))
+    # an example opens on its whole run; ▶ play replays it from step 1
+    page.get_by_role("tab", name="2 · Exploration").click()
+    page.wait_for_timeout(1000)
+    anim = "Array.from(document.querySelectorAll('.js-plotly-plot')).filter(el => el.offsetParent !== null " \
+           "&& (el._transitionData._frames || []).length)[0]"
+    assert page.evaluate(f"() => {anim}._fullData.map(d => d.y.length)") == [30] * 4
+    page.locator(".js-plotly-plot:visible .updatemenu-button").filter(has_text="play").click()
+    page.wait_for_timeout(1200)
+    shown = page.evaluate(f"() => {anim}._fullData.map(d => d.y.length)")
+    assert 1 <= shown[0] < 30 and len(set(shown)) == 1, shown
 
     page.get_by_text("Presenter mode").first.click()
     _settle(page)
