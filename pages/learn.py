@@ -125,6 +125,12 @@ def explore_link(tr) -> str:
     return f"[Open this example in Explore](/?{urlencode(q.to_query())})"
 
 
+def _run_key(kind: str, tr) -> str:
+    """The name of an example's run, for its cached figures."""
+    return (f"learn-{bundle.path}-{bundle.checkpoint_hash}-{kind}-{tr.item_id}-{tr.variant}-{tr.permutation}-"
+            f"{tr.seed}-{tr.steps}")
+
+
 # ---------------------------------------------------------------------------------------------- presenter mode
 def _step_key(kind: str) -> str:
     return f"learn_step_{kind}"
@@ -158,8 +164,7 @@ def presenter_view(examples, by_id) -> None:
     headline, details = learn.step_story(tr, step)
     st.markdown(f"## {common.plain(headline)}")
     st.markdown(f"#### {common.plain(details)}")
-    fig = common.cached_figure(f"learn-{bundle.checkpoint_hash}-{kind}-{tr.item_id}-{tr.variant}-{tr.seed}",
-                               f"presenter-{step}",
+    fig = common.cached_figure(_run_key(kind, tr), f"presenter-{step}",
                                lambda: plots.presenter_belief_figure(tr, step, font_size=PRESENTER_FONT))
     common.plot(fig, key="fig_learn_presenter")
     with st.expander(f"What this example shows: {learn.TITLES[kind]}", expanded=step == K):
@@ -198,7 +203,6 @@ for tab, kind in zip(tabs[1:], learn.KINDS):
             continue
         question_block(tr)
         st.info(common.plain(learn.explain(kind, tr, by_id.get(tr.item_id))))
-        fig = common.cached_figure(f"learn-{bundle.checkpoint_hash}-{kind}-{tr.item_id}-{tr.variant}-{tr.seed}",
-                                   "animation", lambda tr=tr: plots.animated_belief_figure(tr))
+        fig = common.cached_figure(_run_key(kind, tr), "animation", lambda tr=tr: plots.animated_belief_figure(tr))
         common.plot(fig, key=f"fig_learn_{kind}")
         st.markdown(explore_link(tr))
