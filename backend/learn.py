@@ -389,7 +389,9 @@ def find_examples(bundle, bench_items, steps: int = 30, seeds: Sequence[int] = (
     out, used = [], set()
     for kind in ("backtrack", "nca", "exploration", "commitment", "convergence"):  # scarcest first
         count = [sum(holds(kind, r[i].metrics) for r in runs) for i in range(len(insts))]
-        pool = [i for i in range(len(insts)) if holds(kind, shown[i].metrics) and i not in used]
+        # only the variant an example of this kind is chosen from (select_examples: nca for nca, else base)
+        pool = [i for i in range(len(insts)) if holds(kind, shown[i].metrics) and i not in used
+                and ((insts[i].variant or "base") == "nca") == (kind == "nca")]
         if not pool:
             continue
         best = max(count[i] for i in pool)

@@ -265,3 +265,49 @@ def test_page_settings_name_what_learn_runs():
     assert f"{s.steps} steps" in s.note() and "Explore and Compare" in s.note()
     other = learn.page_settings("no-such-model")
     assert not other.curated and other.seeds == (learn.SCAN_SEED,)
+
+
+def test_find_examples_picks_a_backtrack_among_base_instances(monkeypatch):
+    """The most robust backtracking instance may be a no-correct-answer one: the backtrack example is still
+    picked, among the base instances (where the page shows backtracks)."""
+    from backend.items import load_benchmark
+    from backend.settings import BENCHMARKS_DIR
+
+    items = load_benchmark(BENCHMARKS_DIR / "cups-letters-test.jsonl").items[:2]
+    wanted = (items[1].id, "base", 0)
+
+    def fake_trace_items(bundle, insts, steps, seeds=None):
+        out = []
+        for it in insts:
+            key = (it.id, it.variant or "base", it.permutation)
+            bt = it.variant == "nca" or (key == wanted and seeds in (0, 2))
+            probs = backtracking_probs() if bt else np.tile([0.1, 0.7, 0.1, 0.1], (30, 1))
+            out.append(make_trace(probs, correct=None if it.variant == "nca" else 1, item_id=it.id,
+                                  variant=it.variant, seed=seeds))
+            out[-1].permutation = it.permutation
+        return out
+
+    monkeypatch.setattr(learn, "trace_items", fake_trace_items)
+    ex = {e.kind: e for e in learn.find_examples(None, items, 30, [0, 1, 2], n_items=2, permutations=1)}
+    assert (ex["backtrack"].item_id, ex["backtrack"].variant, ex["backtrack"].permutation) == wanted
+    assert (ex["backtrack"].holds, ex["backtrack"].of_seeds) == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["cups-letters", "cups-mini"])
+def test_the_saved_robustness_of_the_shipped_examples_is_true(name):
+    """'This holds under k of n seeds' is quoted on the page: re-trace each example under its n seeds (one run
+    each, as Explore traces it) and count."""
+    from backend.items import load_benchmark
+    from backend.models import load_bundle
+    from backend.settings import BENCHMARKS_DIR
+    from backend.trace import trace_items
+
+    d = learn.load_curated(name)
+    bundle = load_bundle(name)
+    assert d["checkpoint_hash"] == bundle.checkpoint_hash, "the examples were chosen on another checkpoint"
+    by_id = {it.id: it for it in load_benchmark(BENCHMARKS_DIR / d["benchmark"]).items}
+    for e in d["examples"]:
+        inst = by_id[e.item_id].instance(e.variant, e.permutation)
+        runs = [trace_items(bundle, [inst], d["steps"], seeds=s)[0] for s in range(e.of_seeds)]
+        assert sum(learn.holds(e.kind, r.metrics) for r in runs) == e.holds, (e.kind, e.item_id)
+        assert learn.holds(e.kind, runs[e.seed].metrics), (e.kind, "the shown seed must show it")
