@@ -357,7 +357,7 @@ def presenter_belief_figure(trace, step: int, font_size: int = 18) -> go.Figure:
         a.font.size = font_size - 2
         if a.name == "never_converged":  # the run is cut here: not converged *yet*
             a.x, a.text = K, "not converged yet"
-    fig.update_layout(height=440, font=dict(size=font_size), title=dict(text=""),
+    fig.update_layout(height=420, font=dict(size=font_size), title=dict(text=""),
                       legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom",
                                   font=dict(size=font_size), title=dict(side="top")),
                       margin=dict(l=70, r=20, t=20, b=60))

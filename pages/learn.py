@@ -34,6 +34,12 @@ bundle = entry[0]
 settings = learn.page_settings(bundle.name)
 files = uploads.benchmark_files(model)
 notation = uploads.notation(bundle.name) or (uploads.notation(files[0].name) if files else None)
+readout = bundle.template.readout if bundle.template.readout in ("letter", "option") else "letter"
+READS = {"letter": "each answer letter", "option": "each option's own token (this model answers with the option "
+                                                    "itself, not its letter)"}
+ANSWERS = {"letter": "The model answers with the letter of an option.",
+           "option": "This model answers with the option itself (e.g. c3), not its letter; its belief is the "
+                     "probability of each option's token."}
 
 
 def model_text() -> None:
@@ -45,7 +51,7 @@ def model_text() -> None:
         "and has an exit gate saying when it would stop.)\n\n"
         "Because the model was trained to answer after several different numbers of steps, **every** "
         "intermediate state can be decoded with the model's own coda. LoopLens does that after each step and "
-        "reads the probability of each answer letter, renormalised over the options: the *belief*. Watching it "
+        f"reads the probability of {READS[readout]}, renormalised over the options: the *belief*. Watching it "
         "step by step shows the model explore, commit, converge, and sometimes change its mind.")
     st.markdown(
         f"- **Exploration** ends at the first step from which the belief changes by at most KL "
@@ -64,10 +70,10 @@ def task_text() -> None:
             f"cup holds the ball at the end.  \n*{common.plain(notation)}*\n\n"
             "The options A-D are four cups: the right one and three distractors, mostly cups where the ball was "
             "after fewer swaps (what a computation that stopped early would answer). In the *No correct answer* "
-            "variant the right cup is replaced by a wrong one. The model answers with the letter of an option.")
+            f"variant the right cup is replaced by a wrong one. {ANSWERS[readout]}")
     else:
         st.markdown(f"#### The task in the examples\nMultiple-choice questions from "
-                    f"{common.plain(bench_name)}; the model answers with the letter of an option.")
+                    f"{common.plain(bench_name)}. {ANSWERS[readout]}")
     if notation and bundle.name in model_choices():
         st.markdown(
             f"**{common.plain(bundle.name)} is a small synthetic model we trained** for LoopLens "
@@ -114,9 +120,11 @@ def question_block(tr, large: bool = False) -> None:
     else:
         st.markdown(f"**{common.plain(tr.question)}**  \n{opts}")
     lines = [notation] if notation else []
-    lines.append(f"{tr.steps} steps · seed {tr.seed} · init scale {tr.init_scale:g} · answer order {tr.permutation} · "
-                 f"variant {tr.variant or 'base'}")
-    st.caption("  \n".join(common.plain(x) for x in lines))
+    if not large:  # presenter mode: the run's settings are in the sidebar, the room is for the chart
+        lines.append(f"{tr.steps} steps · seed {tr.seed} · init scale {tr.init_scale:g} · answer order "
+                     f"{tr.permutation} · variant {tr.variant or 'base'}")
+    if lines:
+        st.caption("  \n".join(common.plain(x) for x in lines))
 
 
 def explore_link(tr) -> str:
