@@ -171,7 +171,7 @@ def _curated_facts(kind: str, trace, with_note: bool = True) -> str:
                 kind, trace.item_id, trace.variant or "base", trace.permutation, trace.seed):
             out = ""
             bt = trace.metrics.backtracks
-            if with_note and e.note and bt and f"{LETTERS[bt[0][0].option]} ({trace.options[bt[0][0].option]})" in e.note:
+            if with_note and e.note and bt and option_text(trace, bt[0][0].option) in e.note:
                 out = f" {e.note}"
             if e.of_seeds:
                 out += f" This holds under {e.holds} of {e.of_seeds} initial-state seeds."

@@ -67,7 +67,8 @@ def check_commitment(tr, text):
 
 def check_convergence(tr, text):
     m = tr.metrics
-    start, win, thr = _find(r"from step (\d+) on, (\d+) steps in a row each change it by at most KL (\d+(?:\.\d+)?)", text)
+    start, win, thr = _find(r"from step (\d+) on, (\d+) steps in a row each change it by at most "
+                            r"KL (\d+(?:\.\d+)?)", text)
     assert int(start) == m.exploration_end and int(win) == m.params["kl_window"]
     assert float(thr) == m.params["kl_threshold"]
     a, b, p, k, verdict = _find(r"confirming " + OPT + r": (\d+)% belief at step (\d+), (correct|not the correct one)",
@@ -80,8 +81,8 @@ def check_convergence(tr, text):
 def check_backtrack(tr, text):
     m = tr.metrics
     first, then = m.backtracks[0]
-    a, b, s, e, n, rl, c, d, s2 = _find(r"commits to " + OPT + r" for steps (\d+)-(\d+) \((\d+) steps, at least (\d+)\), "
-                                        r"then switches and commits to " + OPT + r" from step (\d+)", text)
+    a, b, s, e, n, rl, c, d, s2 = _find(r"commits to " + OPT + r" for steps (\d+)-(\d+) \((\d+) steps, at least "
+                                        r"(\d+)\), then switches and commits to " + OPT + r" from step (\d+)", text)
     assert (_opt(tr, a, b), int(s), int(e), int(n)) == (first.option, first.start, first.end, first.length)
     assert int(rl) == m.params["run_length"]
     assert (_opt(tr, c, d), int(s2)) == (then.option, then.start)
@@ -218,7 +219,8 @@ def test_a_stale_curated_note_is_not_quoted():
     ex = next(e for e in d["examples"] if e.kind == "backtrack")
     tr = make_trace(backtracking_probs(), correct=1, options=["c1", "c3", "c5", "c4"], item_id=ex.item_id,
                     order=[0, 1, 2, 3])
-    tr.model, tr.checkpoint_hash, tr.permutation, tr.seed = "cups-letters", d["checkpoint_hash"], ex.permutation, ex.seed
+    tr.model, tr.checkpoint_hash = "cups-letters", d["checkpoint_hash"]
+    tr.permutation, tr.seed = ex.permutation, ex.seed
     text = learn.explain("backtrack", tr)
     assert f"{ex.holds} of {ex.of_seeds} initial-state seeds" in text
     assert (ex.note in text) == (f"{LETTERS[0]} (c1)" in ex.note)  # this trace abandons A (c1)
