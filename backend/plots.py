@@ -433,35 +433,128 @@ def top_tokens_figure(trace, step: int) -> go.Figure:
 
 
 def animated_belief_figure(trace, title: Optional[str] = None, frame_ms: int = 350) -> go.Figure:
-    """Belief per option revealed step by step, with play/pause buttons and a step slider (client-side)."""
+    """Belief per option revealed step by step, with play/pause buttons and a step slider (client-side).
+
+    It opens on the whole run (its marks read against the whole curve); ▶ play replays it from step 1.  The legend
+    sits above the plot area (under the title) and the buttons and slider below the x axis's title, so nothing
+    covers the legend or the curves."""
     probs = np.asarray(trace.probs)
     K, n = probs.shape
     base = belief_figure(trace, title=title, log_steps=False)  # the animation's x range is linear
     x = _steps(K)
-    for tr in base.data:  # start at step 1
-        tr.x, tr.y = tr.x[:1], tr.y[:1]
     frames = []
     for t in range(1, K + 1):
         frames.append(go.Frame(name=str(t), data=[go.Scatter(x=x[:t], y=probs[:t, i]) for i in range(n)]))
     base.frames = frames
     base.update_xaxes(range=[0.5, K + 0.5])
     play = dict(label="▶ play", method="animate",
-                args=[None, dict(frame=dict(duration=frame_ms, redraw=False), fromcurrent=True,
-                                 transition=dict(duration=0))])
+                args=[[str(t) for t in range(1, K + 1)], dict(frame=dict(duration=frame_ms, redraw=False),
+                                                              mode="immediate", transition=dict(duration=0))])
     pause = dict(label="❚❚ pause", method="animate",
                  args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate",
                                     transition=dict(duration=0))])
     base.update_layout(
-        height=420,
-        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.18, xanchor="left", yanchor="top",
-                          buttons=[play, pause], showactive=False)],
-        sliders=[dict(active=0, x=0.2, len=0.8, y=-0.12, yanchor="top", currentvalue=dict(prefix="step "),
+        height=560,
+        legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom", font=dict(size=12),
+                    title=dict(side="top")),
+        updatemenus=[dict(type="buttons", direction="left", x=0, xanchor="left", y=0, yanchor="top",
+                          pad=dict(t=48, r=10), buttons=[play, pause], showactive=False)],
+        sliders=[dict(active=K - 1, x=0, len=1, xanchor="left", y=0, yanchor="top", pad=dict(t=92, b=0),
+                      currentvalue=dict(prefix="step ", xanchor="right", font=dict(size=13)),
                       steps=[dict(label=str(t), method="animate",
                                   args=[[str(t)], dict(mode="immediate", frame=dict(duration=0, redraw=False),
                                                        transition=dict(duration=0))]) for t in range(1, K + 1)])],
-        margin=dict(l=50, r=20, t=50, b=110),
+        title=dict(y=0.98, yref="container", yanchor="top"),
+        margin=dict(l=55, r=20, t=80, b=40),
     )
     return base
+
+
+def presenter_belief_figure(trace, step: int, font_size: int = 18) -> go.Figure:
+    """The belief up to ``step`` (1-based) in large type, for presenting: the run cut at that step, so only the
+    commitments, exploration end and backtracks known by then are marked, on the whole run's step axis."""
+    K = int(np.asarray(trace.probs).shape[0])
+    t = min(max(int(step), 1), K)
+    fig = belief_figure(trace.truncated(t))
+    fig.update_xaxes(range=[0.5, K + 0.5], title_font=dict(size=font_size), tickfont=dict(size=font_size - 2))
+    fig.update_yaxes(title_text="belief", title_font=dict(size=font_size), tickfont=dict(size=font_size - 2))
+    for tr in fig.data:
+        tr.marker.size = 9
+        tr.line.width = (tr.line.width or 2) + 1
+    for a in fig.layout.annotations:
+        a.font.size = font_size - 2
+        if a.name == "never_converged":  # the run is cut here: not converged *yet*
+            a.x, a.text = K, "not converged yet"
+    fig.update_layout(height=420, font=dict(size=font_size), title=dict(text=""),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom",
+                                  font=dict(size=font_size), title=dict(side="top")),
+                      margin=dict(l=70, r=20, t=20, b=60))
+    return fig
+
+
+DIAGRAM_COLORS = {"input": "#eeeeee", "prelude": "#d6e6f5", "state": "#fff3cd", "core": "#fde2c8",
+                  "coda": "#d9f0d3", "belief": "#ffffff"}
+
+
+def architecture_figure(font_size: int = 14) -> go.Figure:
+    """The looped model as a diagram at the page's width: prompt -> prelude -> core block (repeated, fed a random
+    initial state) -> coda -> belief after every step.  Text is in pixels, so it stays legible at any width."""
+    # (key, column, row, label): four columns, the main flow on the top row.
+    boxes = [("input", 0, 1, "<b>Question</b><br>+ options<br>(tokens)"),
+             ("prelude", 1, 1, "<b>Prelude P</b><br>reads the<br>prompt once"),
+             ("core", 2, 1, "<b>Core block R</b><br>same layers<br>every step"),
+             ("coda", 3, 1, "<b>Coda C</b><br>norm + head"),
+             ("state", 2, 0, "<b>State s(0)</b><br>random start"),
+             ("belief", 3, 0, "<b>Belief</b><br>over A-D<br>after step t")]
+    w, h = 0.39, 0.33  # half width / height of a box (columns are 1 wide, rows 1.2 apart)
+    pos = {k: (c + 0.5, r * 1.2) for k, c, r, _ in boxes}
+    fig = go.Figure()
+    shapes, ann = [], []
+    for k, c, r, label in boxes:
+        x, y = pos[k]
+        shapes.append(dict(type="rect", x0=x - w, x1=x + w, y0=y - h, y1=y + h, xref="x", yref="y",
+                           fillcolor=DIAGRAM_COLORS[k], line=dict(color="#555", width=1.5), layer="below",
+                           name=f"box_{k}"))
+        ann.append(dict(x=x, y=y, text=label, showarrow=False, font=dict(size=font_size, color="#222"),
+                        name=f"label_{k}"))
+
+    def arrow(a, b, label="", side="top"):
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        if y0 == y1:  # horizontal: box edge to box edge
+            s, e = (x0 + w, y0), (x1 - w, y1)
+        else:  # vertical
+            d = 1 if y1 > y0 else -1
+            s, e = (x0, y0 + d * h), (x1, y1 - d * h)
+        ann.append(dict(x=e[0], y=e[1], ax=s[0], ay=s[1], xref="x", yref="y", axref="x", ayref="y", text="",
+                        showarrow=True, arrowhead=2, arrowsize=1.3, arrowwidth=2, arrowcolor="#444",
+                        name=f"arrow_{a}_{b}"))
+        if label:
+            mx, my = (s[0] + e[0]) / 2, (s[1] + e[1]) / 2
+            kw = (dict(y=my + 0.05, yanchor="bottom") if side == "top" else
+                  dict(x=mx + 0.04, xanchor="left", y=my) if side == "right" else dict(y=my))
+            ann.append(dict(**{"x": mx, "y": my, **kw}, text=label, showarrow=False,
+                            font=dict(size=font_size - 1, color="#333"), name=f"arrow_label_{a}_{b}"))
+
+    arrow("input", "prelude")
+    arrow("prelude", "core", "e")
+    arrow("state", "core", "s(0)", side="right")
+    arrow("core", "coda", "s(t)")
+    arrow("coda", "belief", "every step", side="right")
+    # the loop over the core block: out of its top right, back into its top left
+    cx, top = pos["core"][0], pos["core"][1] + h
+    shapes.append(dict(type="path", path=f"M {cx + 0.18},{top} C {cx + 0.22},{top + 0.42} {cx - 0.22},{top + 0.42} "
+                                         f"{cx - 0.18},{top + 0.06}", xref="x", yref="y",
+                       line=dict(color="#444", width=2), name="loop"))
+    ann.append(dict(x=cx - 0.18, y=top, ax=cx - 0.185, ay=top + 0.08, xref="x", yref="y", axref="x", ayref="y",
+                    text="", showarrow=True, arrowhead=2, arrowsize=1.3, arrowwidth=2, arrowcolor="#444",
+                    name="loop_arrow"))
+    ann.append(dict(x=cx, y=top + 0.34, yanchor="bottom", showarrow=False, font=dict(size=font_size, color="#222"),
+                    text="repeat K times: s(t) = R(s(t−1), e)", name="loop_label"))
+    fig.update_layout(shapes=shapes, annotations=ann, template=TEMPLATE, height=360, showlegend=False,
+                      margin=dict(l=5, r=5, t=10, b=5), hovermode=False, dragmode=False)
+    fig.update_xaxes(range=[0, 4], visible=False, fixedrange=True)
+    fig.update_yaxes(range=[-h - 0.08, 1.2 + h + 0.62], visible=False, fixedrange=True)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------- several runs
