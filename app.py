@@ -1,4 +1,5 @@
-"""LoopLens: watch a looped (recurrent-depth) language model think.  ``streamlit run app.py``
+"""LoopLens: watch a looped (recurrent-depth) language model think.  ``python -m backend app`` (or ``streamlit run
+serve.py``: the same, warmed up before the first session; ``streamlit run app.py`` works too, see serve.py).
 
 This file is the navigation and the shared sidebar (model, steps, seed, init scale); the pages are in pages/.
 """
@@ -18,7 +19,8 @@ from backend.settings import MAX_STEPS, MIN_STEPS, RUN_LENGTH  # noqa: E402
 # Page widgets whose values survive switching pages (Streamlit drops the state of widgets not drawn in a run).
 PERSISTENT = ("model_choice", "model_dir", "steps", "seed", "init", "source", "bench", "item", "variant", "perm",
               "q", "opts", "ans", "domains", "search", "n_seeds", "n_perms", "run_length", "_steps_explicit",
-              "_steps_model")
+              "_steps_model", "models_pick", "models_dirs", "models_source", "models_depth_mult",
+              "models_normalise")
 
 ss = st.session_state
 if "_looplens_init" not in ss:
@@ -48,6 +50,7 @@ else:
 pages = [
     st.Page("pages/explore.py", title="Explore", icon=":material/search:", url_path="explore", default=True),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+    st.Page("pages/models.py", title="Models", icon=":material/stacked_line_chart:", url_path="models"),
     st.Page("pages/benchmark.py", title="Benchmark", icon=":material/bar_chart:", url_path="benchmark"),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
 ]
@@ -98,6 +101,3 @@ with st.sidebar:
         st.caption(f"⚠️ {common.plain(msg)}")
 
 page.run()
-# Compile UMAP (numba, ~13 s of CPU) in the background only after the first page has rendered, so it never
-# competes with the first run the user is waiting for.
-common.warm_up_umap()

@@ -334,6 +334,7 @@ def geometry_panel(paths_by_group, run_id):
         return
     labels, states = [p[0] for p in paths], [p[1] for p in paths]
     if method == "UMAP":
+        common.warm_up_umap()  # numba compiles UMAP once per server (~15 s of CPU): on first use, not at start-up
         status = umap_status()
         if status["status"] != "ready":
             if status["status"] == "failed":
