@@ -289,6 +289,7 @@ def _add_sweep(sub):
                    "stem-option similarity (a packaged name or a local directory)")
     p.add_argument("--no-similarity", action="store_true", help="skip the stem-option similarity file")
     p.add_argument("--no-progress", action="store_true")
+    interventions.add_cli_arguments(p, sweep=True)
     p.set_defaults(func=cmd_sweep, benchmarks_dir=BENCHMARKS_DIR)
 
 
@@ -309,6 +310,9 @@ def cmd_sweep(a) -> int:
                      base_seed=a.base_seed, init_scale=a.init_scale, template=template, device=a.device,
                      dtype=a.dtype, hidden=not a.no_hidden, chunk_size=a.chunk_size, batch_size=a.batch_size,
                      threads=a.threads, embedding_model=None if a.no_similarity else a.embedding_model)
+    iv = interventions.intervention_from_args(a)
+    if iv is not None:
+        spec.intervention = iv.check(a.steps).to_dict()
     shard = parse_shard(a.shard)
     if a.permutations is not None:
         for note in permutation_notes(load_items(spec), spec):

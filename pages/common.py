@@ -33,14 +33,14 @@ import plotly.io
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from backend import learn, plots, projection, report, report_source, summaries, uploads  # noqa: F401 (preload)
+from backend import fit, learn, plots, projection, report, report_source, summaries, uploads  # noqa: F401 (preload)
 from backend.errors import LoopLensError, friendly_error
 from backend.items import load_benchmark as read_benchmark
-from backend.models import describe_checkpoint, load_bundle, resolve_model_path
+from backend.models import allowed_roots, describe_checkpoint, load_bundle, resolve_model_path
 from backend.models import runtime
 from backend.projection import start_umap_warmup
-from backend.settings import (DEFAULT_N_SEEDS, DEFAULT_SEED, DEFAULT_STEPS, MAX_STEPS, MIN_STEPS, RUN_LENGTH,
-                              SHORT_TRAJECTORY_STEPS)
+from backend.settings import (DEFAULT_N_SEEDS, DEFAULT_SEED, DEFAULT_STEPS, ENV_MODEL_ROOTS, MAX_STEPS, MIN_STEPS,
+                              RUN_LENGTH, SHORT_TRAJECTORY_STEPS)
 from backend.trace import TraceRequest, TraceSet
 
 
@@ -169,23 +169,43 @@ def get_model(name_or_path: str):
     return _load_model(name_or_path)
 
 
-def pick_benchmark(files, where=st):
-    """A benchmark selectbox (in ``where``, e.g. a column) over ``files``; returns (Benchmark or None, path)."""
+def pick_benchmark(files, where=st, model=None):
+    """A benchmark selectbox (in ``where``, e.g. a column) over ``files``; returns (Benchmark or None, path).
+
+    With ``model`` (a bundle or name) files whose words the model does not know are labelled so, and choosing
+    one says so under the box (their items are refused before running)."""
     names = [f.name for f in files]
+    by_name = dict(zip(names, files))
     if st.session_state.get("bench") not in names:
         st.session_state["bench"] = names[0]
-    where.selectbox("Benchmark", names, key="bench")
-    path = dict(zip(names, files))[st.session_state["bench"]]
+    where.selectbox("Benchmark", names, key="bench",
+                    format_func=lambda n: uploads.benchmark_label(model, by_name[n]) if model is not None else n)
+    path = by_name[st.session_state["bench"]]
+    unknown = uploads.benchmark_unknown_words(model, path) if model is not None else ()
+    if unknown:
+        fits = [f.name for f in files if not uploads.benchmark_unknown_words(model, f)]
+        where.warning(plain(
+            f"{model_label(model)} does not know words of this file ({', '.join(map(repr, unknown[:6]))}"
+            f"{', ...' if len(unknown) > 6 else ''}): its questions are refused before running."
+            + (f" Files this model reads: {', '.join(fits)}." if fits else "")), icon="⚠️")
     bench = None
     with guard("Benchmark"):
         bench = load_benchmark(path)
     return bench, path
 
 
+def model_label(model) -> str:
+    """A model's short name for messages (a bundle's or a name's last path part)."""
+    return Path(str(getattr(model, "name", model))).name
+
+
 def require_model(model, hint: str = ""):
     """``(bundle, lock)`` for ``model``, or a message in the page and ``st.stop()`` (no model / a bad one)."""
     if not model:
-        no_model_message()
+        if st.session_state.get("model_choice") == LOCAL_DIR and runtime.model_choices():  # chosen, left empty
+            local_dir_message()
+        else:
+            no_model_message()
         st.stop()
     entry = None
     with guard(f"Model {model!r}"):
@@ -334,8 +354,18 @@ def short_trajectory_note(steps: int, run_length: int) -> Optional[str]:
     """One line when the run is too short for the commitment rule to say much, else None."""
     if steps > SHORT_TRAJECTORY_STEPS:
         return None
-    return (f"With {steps} steps a commitment run length of {run_length} is nearly meaningless: a few steps can "
+    return (f"With {steps} step{'' if steps == 1 else 's'} a commitment run length of {run_length} is nearly "
+            "meaningless: a few steps can "
             "hold only one or two runs that long, so commitments and backtracks say little here.")
+
+
+def local_dir_message() -> None:
+    st.info(
+        "Enter a checkpoint directory in the sidebar (**Checkpoint directory**): a folder on this machine holding "
+        "a looped model (Huginn, Ouro, retrofitted Llama/OLMo or Parcae) as config.json, model.safetensors (or "
+        "its shards with model.safetensors.index.json) and tokenizer.json"
+        + (f", under one of the directories in `${ENV_MODEL_ROOTS}`" if allowed_roots() is not None else "")
+        + ". Or choose a shipped model in **Model**.", icon="ℹ️")
 
 
 def no_model_message() -> None:
@@ -356,6 +386,7 @@ def run_traces(model_entry, request: TraceRequest, label: str = "Tracing",
     hit = store.get(key)
     if hit is not None:
         return hit
+    check_readable(bundle, request)  # before any model work: no progress bar for a question it cannot read
     steps, n = request.steps, len(request.items)
     bar = st.progress(0.0, text=f"{label}: step 0/{steps}")
     last = [time.perf_counter()]
@@ -370,11 +401,32 @@ def run_traces(model_entry, request: TraceRequest, label: str = "Tracing",
         if live is not None:
             live(traces)
 
-    with lock:
-        traces = request.run(bundle, on_step=on_step)
-    bar.empty()
+    try:
+        with lock:
+            traces = request.run(bundle, on_step=on_step)
+    finally:  # a failed run leaves only its message, no bar stuck at "step 0/N"
+        bar.empty()
     store.put(key, traces)
     return traces
+
+
+def readable(bundle, item):
+    """``item`` when the model knows every word of its question and options, else UnknownWordsError (shown by
+    the caller's guard, before anything runs)."""
+    fit.check_readable(bundle, item.question, item.options, model_label(bundle))
+    return item
+
+
+def check_readable(bundle, request: TraceRequest) -> None:
+    """UnknownWordsError naming the words of the first question/option set the model does not know (and what it
+    reads), before anything runs."""
+    seen = set()
+    for it in request.items:
+        k = (it.question, tuple(sorted(it.options)))
+        if k in seen:
+            continue
+        seen.add(k)
+        fit.check_readable(bundle, it.question, it.options, model_label(bundle))
 
 
 def plot(fig, key: Optional[str] = None) -> None:
