@@ -98,7 +98,6 @@ def ensure_navigation() -> None:
         st.rerun()
 
 
-
 def default_view_request(model: str, bundle) -> Optional[TraceRequest]:
     """The run a fresh Explore session opens on for ``model`` (the defaults of pages/explore.py and the sidebar:
     the model's first benchmark, its curated item or the first one, base variant, answer order 0, the model's
@@ -154,6 +153,7 @@ def _freeze_gc() -> None:
     """Move every object alive now (modules, the model) out of the garbage collector's reach (``gc.freeze``)."""
     gc.collect()
     gc.freeze()
+
 
 # ---------------------------------------------------------------------------------------------- resources
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
