@@ -49,12 +49,12 @@ if ss.get("models_source") not in SOURCES:  # first visit: the kind of question 
 c1, c2, c3 = st.columns([5, 3, 4], vertical_alignment="bottom")
 src = c1.radio("Question from", SOURCES, horizontal=True, key="models_source", label_visibility="collapsed")
 ss.setdefault("models_depth_mult", 2.0)
-mult = c2.number_input("Steps per model, in trained depths", 0.25, 16.0, step=0.25, key="models_depth_mult",
+mult = c2.number_input("Steps (x trained depth)", 0.25, 16.0, step=0.25, key="models_depth_mult",
                        help="Each model runs this many times its own trained depth (2 = twice as deep as it was "
                             f"trained), at least {MIN_STEPS} and at most {MAX_STEPS} steps.")
-normalise = c3.toggle("Step axis: fraction of trained depth", value=True, key="models_normalise",
-                      help="x = step / the model's trained depth (1 = the depth it was trained for). Off: raw "
-                           "recurrent steps.")
+normalise = c3.toggle("x = step / trained depth", value=True, key="models_normalise",
+                      help="The step axis as a fraction of each model's trained depth (1 = the depth it was "
+                           "trained for). Off: raw recurrent steps.")
 item = None
 bench_name = None
 if src == "Benchmark item":
@@ -62,7 +62,7 @@ if src == "Benchmark item":
     if not files:
         st.info("No benchmark file in data/benchmarks: type a question instead.")
         st.stop()
-    c1, c2, c3, c4 = st.columns([2, 4, 1, 1])
+    c1, c2, c3, c4 = st.columns([3, 5, 2, 2])
     bench, bench_path = common.pick_benchmark(files, c1, model=models[0])
     bench_name = bench_path.name
     if bench is None or not bench.items:
@@ -80,8 +80,8 @@ if src == "Benchmark item":
         ss["item"] = learn.interesting_item_id(Path(models[0]).name, list(by_id)) or items[0].id
     c2.selectbox(f"Item ({len(items)})", list(by_id), key="item",
                  format_func=lambda i: f"{i} — {plots._short(by_id[i].question, 60)}")
-    c4.number_input("Answer order", 0, 10**6, step=1, key="perm", help="Permutation of the options (0 = as in "
-                    "the file); every model sees the same order.")
+    c4.number_input("Order", 0, 10**6, step=1, key="perm", help="Answer order: the permutation of the options "
+                    "(0 = as in the file); every model sees the same order.")
     with common.guard("Item"):
         item = by_id[ss["item"]].instance(ss["variant"], int(ss.get("perm", 0)))
 else:
