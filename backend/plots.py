@@ -17,6 +17,7 @@ Conventions every figure follows, so tests can assert on them:
 from __future__ import annotations
 
 import html
+import os
 import shutil
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
@@ -432,35 +433,128 @@ def top_tokens_figure(trace, step: int) -> go.Figure:
 
 
 def animated_belief_figure(trace, title: Optional[str] = None, frame_ms: int = 350) -> go.Figure:
-    """Belief per option revealed step by step, with play/pause buttons and a step slider (client-side)."""
+    """Belief per option revealed step by step, with play/pause buttons and a step slider (client-side).
+
+    It opens on the whole run (its marks read against the whole curve); ▶ play replays it from step 1.  The legend
+    sits above the plot area (under the title) and the buttons and slider below the x axis's title, so nothing
+    covers the legend or the curves."""
     probs = np.asarray(trace.probs)
     K, n = probs.shape
     base = belief_figure(trace, title=title, log_steps=False)  # the animation's x range is linear
     x = _steps(K)
-    for tr in base.data:  # start at step 1
-        tr.x, tr.y = tr.x[:1], tr.y[:1]
     frames = []
     for t in range(1, K + 1):
         frames.append(go.Frame(name=str(t), data=[go.Scatter(x=x[:t], y=probs[:t, i]) for i in range(n)]))
     base.frames = frames
     base.update_xaxes(range=[0.5, K + 0.5])
     play = dict(label="▶ play", method="animate",
-                args=[None, dict(frame=dict(duration=frame_ms, redraw=False), fromcurrent=True,
-                                 transition=dict(duration=0))])
+                args=[[str(t) for t in range(1, K + 1)], dict(frame=dict(duration=frame_ms, redraw=False),
+                                                              mode="immediate", transition=dict(duration=0))])
     pause = dict(label="❚❚ pause", method="animate",
                  args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate",
                                     transition=dict(duration=0))])
     base.update_layout(
-        height=420,
-        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.18, xanchor="left", yanchor="top",
-                          buttons=[play, pause], showactive=False)],
-        sliders=[dict(active=0, x=0.2, len=0.8, y=-0.12, yanchor="top", currentvalue=dict(prefix="step "),
+        height=560,
+        legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom", font=dict(size=12),
+                    title=dict(side="top")),
+        updatemenus=[dict(type="buttons", direction="left", x=0, xanchor="left", y=0, yanchor="top",
+                          pad=dict(t=48, r=10), buttons=[play, pause], showactive=False)],
+        sliders=[dict(active=K - 1, x=0, len=1, xanchor="left", y=0, yanchor="top", pad=dict(t=92, b=0),
+                      currentvalue=dict(prefix="step ", xanchor="right", font=dict(size=13)),
                       steps=[dict(label=str(t), method="animate",
                                   args=[[str(t)], dict(mode="immediate", frame=dict(duration=0, redraw=False),
                                                        transition=dict(duration=0))]) for t in range(1, K + 1)])],
-        margin=dict(l=50, r=20, t=50, b=110),
+        title=dict(y=0.98, yref="container", yanchor="top"),
+        margin=dict(l=55, r=20, t=80, b=40),
     )
     return base
+
+
+def presenter_belief_figure(trace, step: int, font_size: int = 18) -> go.Figure:
+    """The belief up to ``step`` (1-based) in large type, for presenting: the run cut at that step, so only the
+    commitments, exploration end and backtracks known by then are marked, on the whole run's step axis."""
+    K = int(np.asarray(trace.probs).shape[0])
+    t = min(max(int(step), 1), K)
+    fig = belief_figure(trace.truncated(t))
+    fig.update_xaxes(range=[0.5, K + 0.5], title_font=dict(size=font_size), tickfont=dict(size=font_size - 2))
+    fig.update_yaxes(title_text="belief", title_font=dict(size=font_size), tickfont=dict(size=font_size - 2))
+    for tr in fig.data:
+        tr.marker.size = 9
+        tr.line.width = (tr.line.width or 2) + 1
+    for a in fig.layout.annotations:
+        a.font.size = font_size - 2
+        if a.name == "never_converged":  # the run is cut here: not converged *yet*
+            a.x, a.text = K, "not converged yet"
+    fig.update_layout(height=420, font=dict(size=font_size), title=dict(text=""),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom",
+                                  font=dict(size=font_size), title=dict(side="top")),
+                      margin=dict(l=70, r=20, t=20, b=60))
+    return fig
+
+
+DIAGRAM_COLORS = {"input": "#eeeeee", "prelude": "#d6e6f5", "state": "#fff3cd", "core": "#fde2c8",
+                  "coda": "#d9f0d3", "belief": "#ffffff"}
+
+
+def architecture_figure(font_size: int = 14) -> go.Figure:
+    """The looped model as a diagram at the page's width: prompt -> prelude -> core block (repeated, fed a random
+    initial state) -> coda -> belief after every step.  Text is in pixels, so it stays legible at any width."""
+    # (key, column, row, label): four columns, the main flow on the top row.
+    boxes = [("input", 0, 1, "<b>Question</b><br>+ options<br>(tokens)"),
+             ("prelude", 1, 1, "<b>Prelude P</b><br>reads the<br>prompt once"),
+             ("core", 2, 1, "<b>Core block R</b><br>same layers<br>every step"),
+             ("coda", 3, 1, "<b>Coda C</b><br>norm + head"),
+             ("state", 2, 0, "<b>State s(0)</b><br>random start"),
+             ("belief", 3, 0, "<b>Belief</b><br>over A-D<br>after step t")]
+    w, h = 0.39, 0.33  # half width / height of a box (columns are 1 wide, rows 1.2 apart)
+    pos = {k: (c + 0.5, r * 1.2) for k, c, r, _ in boxes}
+    fig = go.Figure()
+    shapes, ann = [], []
+    for k, c, r, label in boxes:
+        x, y = pos[k]
+        shapes.append(dict(type="rect", x0=x - w, x1=x + w, y0=y - h, y1=y + h, xref="x", yref="y",
+                           fillcolor=DIAGRAM_COLORS[k], line=dict(color="#555", width=1.5), layer="below",
+                           name=f"box_{k}"))
+        ann.append(dict(x=x, y=y, text=label, showarrow=False, font=dict(size=font_size, color="#222"),
+                        name=f"label_{k}"))
+
+    def arrow(a, b, label="", side="top"):
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        if y0 == y1:  # horizontal: box edge to box edge
+            s, e = (x0 + w, y0), (x1 - w, y1)
+        else:  # vertical
+            d = 1 if y1 > y0 else -1
+            s, e = (x0, y0 + d * h), (x1, y1 - d * h)
+        ann.append(dict(x=e[0], y=e[1], ax=s[0], ay=s[1], xref="x", yref="y", axref="x", ayref="y", text="",
+                        showarrow=True, arrowhead=2, arrowsize=1.3, arrowwidth=2, arrowcolor="#444",
+                        name=f"arrow_{a}_{b}"))
+        if label:
+            mx, my = (s[0] + e[0]) / 2, (s[1] + e[1]) / 2
+            kw = (dict(y=my + 0.05, yanchor="bottom") if side == "top" else
+                  dict(x=mx + 0.04, xanchor="left", y=my) if side == "right" else dict(y=my))
+            ann.append(dict(**{"x": mx, "y": my, **kw}, text=label, showarrow=False,
+                            font=dict(size=font_size - 1, color="#333"), name=f"arrow_label_{a}_{b}"))
+
+    arrow("input", "prelude")
+    arrow("prelude", "core", "e")
+    arrow("state", "core", "s(0)", side="right")
+    arrow("core", "coda", "s(t)")
+    arrow("coda", "belief", "every step", side="right")
+    # the loop over the core block: out of its top right, back into its top left
+    cx, top = pos["core"][0], pos["core"][1] + h
+    shapes.append(dict(type="path", path=f"M {cx + 0.18},{top} C {cx + 0.22},{top + 0.42} {cx - 0.22},{top + 0.42} "
+                                         f"{cx - 0.18},{top + 0.06}", xref="x", yref="y",
+                       line=dict(color="#444", width=2), name="loop"))
+    ann.append(dict(x=cx - 0.18, y=top, ax=cx - 0.185, ay=top + 0.08, xref="x", yref="y", axref="x", ayref="y",
+                    text="", showarrow=True, arrowhead=2, arrowsize=1.3, arrowwidth=2, arrowcolor="#444",
+                    name="loop_arrow"))
+    ann.append(dict(x=cx, y=top + 0.34, yanchor="bottom", showarrow=False, font=dict(size=font_size, color="#222"),
+                    text="repeat K times: s(t) = R(s(t−1), e)", name="loop_label"))
+    fig.update_layout(shapes=shapes, annotations=ann, template=TEMPLATE, height=360, showlegend=False,
+                      margin=dict(l=5, r=5, t=10, b=5), hovermode=False, dragmode=False)
+    fig.update_xaxes(range=[0, 4], visible=False, fixedrange=True)
+    fig.update_yaxes(range=[-h - 0.08, 1.2 + h + 0.62], visible=False, fixedrange=True)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------- several runs
@@ -485,25 +579,54 @@ def seed_spread_figure(traces: Sequence[Trace], title: Optional[str] = None) -> 
     return _step_axis(fig, K, use_log_steps(K))
 
 
+# A band narrower than this everywhere is "zero width": every run gave the same curve (up to float noise; on a
+# belief or entropy axis 0.001 is far below a pixel).
+FLAT_BAND_TOL = 1e-3
+
+
+def band_is_flat(band, tol: float = FLAT_BAND_TOL) -> bool:
+    """True when a ``(mean, lo, hi)`` band has zero width at every step (all runs identical): nothing to draw."""
+    _, lo, hi = (np.asarray(a, dtype=float) for a in band)
+    return bool(np.all(np.abs(hi - lo) <= tol))
+
+
 def band_traces(fig: go.Figure, x, mean, lo, hi, color: str, name: str, width: float = 2, dash=None,
                 row=None, col=None, legendgroup=None, showlegend=True) -> None:
+    """A mean line and its shaded 95% band; a zero-width band (every run the same) is not drawn."""
     kw = {} if row is None else dict(row=row, col=col)
-    fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
-                             fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip", showlegend=False,
-                             name=f"{name} 95% band", legendgroup=legendgroup or name), **kw)
+    if not band_is_flat((mean, lo, hi)):
+        fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
+                                 fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False, name=f"{name} 95% band", legendgroup=legendgroup or name), **kw)
     fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name=name, line=dict(color=color, width=width, dash=dash),
                              legendgroup=legendgroup or name, showlegend=showlegend), **kw)
 
 
+def variant_option_colors(bands: Mapping[str, BeliefBand]) -> dict:
+    """One colour per distinct option text over all variants (Base's options first, then the options only Easy or
+    No correct answer has), so an option has the same colour in every panel and the legend lists it once."""
+    palette = [c for c in OPTION_COLORS if c != "#7f7f7f"]  # no grey: grey means "not answering" elsewhere
+    out: dict = {}
+    for b in bands.values():
+        for opt in b.options:
+            if opt not in out:
+                out[opt] = palette[len(out) % len(palette)]
+    return out
+
+
 def variant_belief_figure(bands: Mapping[str, BeliefBand], title: Optional[str] = None) -> go.Figure:
-    """Variants side by side on the same axes: mean belief per original option over permutations, 95% band.
+    """Variants side by side on the same axes: mean belief per option over answer orders, with its 95% band.
 
     ``bands[variant]`` is a :class:`~backend.trace.BeliefBand` (``TraceSet.belief_band()``): mean/lo/hi ``[K, n]``,
-    options and correct index in the item's original order, and ``n`` runs.  Option j has option j's colour.
+    options and correct index in the item's original order, and ``n`` runs.  An option has one colour in every
+    panel (:func:`variant_option_colors`) and one legend entry (clicking it toggles it in every panel); a band of
+    zero width (all answer orders gave the same curve) is not drawn.
     """
     variants = list(bands)
+    colors = variant_option_colors(bands)
     fig = make_subplots(rows=1, cols=len(variants), shared_yaxes=True, horizontal_spacing=0.03,
                         subplot_titles=[f"{VARIANT_NAMES.get(v) or text(v)} (n={bands[v].n})" for v in variants])
+    shown = set()
     for c, v in enumerate(variants, start=1):
         b = bands[v]
         mean, lo, hi = (np.asarray(a) for a in b)
@@ -511,13 +634,19 @@ def variant_belief_figure(bands: Mapping[str, BeliefBand], title: Optional[str] 
         for i, opt in enumerate(b.options):
             is_c = b.correct is not None and i == b.correct
             label = f"{text(opt, 22)}{' ✓' if is_c else ''}"
-            band_traces(fig, x, mean[:, i], lo[:, i], hi[:, i], option_color(i), label,
-                        width=4 if is_c else 2, row=1, col=c, legendgroup=f"{v}-{i}")
+            band_traces(fig, x, mean[:, i], lo[:, i], hi[:, i], colors[opt], label, width=4 if is_c else 2,
+                        row=1, col=c, legendgroup=f"option-{list(colors).index(opt)}", showlegend=opt not in shown)
+            shown.add(opt)
+    for ann in fig.layout.annotations:  # the subplot titles: smaller than the figure's title
+        ann.font = dict(size=13)
     fig.update_yaxes(range=[0, 1.02])
     fig.update_yaxes(title_text="mean belief", row=1, col=1)
     fig.update_xaxes(title_text="recurrent step")
-    fig.update_layout(title=dict(text=title or "Belief per option, averaged over answer orders (95% band)"),
-                      **{**LAYOUT, "height": 420, "hovermode": "closest"})
+    fig.update_layout(**{**LAYOUT, "height": 460, "hovermode": "closest", "margin": dict(l=55, r=20, t=75, b=40),
+                         "legend": dict(LAYOUT["legend"], y=-0.18, title=dict(
+                             text="options (✓ correct): "))},
+                      title=dict(text=title or "Belief per option, averaged over answer orders (95% band)",
+                                 font=dict(size=15), x=0.01, xanchor="left", y=0.98, yanchor="top"))
     return fig
 
 
@@ -640,13 +769,24 @@ def rank_share_figure(shares: Sequence[float], lo=None, hi=None, title: Optional
 
 
 def bar_with_ci_figure(labels: Sequence[str], values, lo, hi, title: str, ytitle: str,
-                       colors: Optional[Sequence[str]] = None) -> go.Figure:
+                       colors: Optional[Sequence[str]] = None, value_format: Optional[str] = None) -> go.Figure:
+    """Horizontal bars with their intervals, the first label on top: long labels read on one line each instead
+    of overlapping rotated under the bars.  ``ytitle`` names the value axis (horizontal here); with
+    ``value_format`` (a d3 format such as ``".0%"``) each bar is labelled with its value."""
     values = np.asarray(values, dtype=float)
-    fig = go.Figure(go.Bar(x=list(labels), y=values, marker_color=list(colors) if colors else "#1f77b4",
-                           error_y=dict(type="data", symmetric=False, array=np.asarray(hi) - values,
-                                        arrayminus=values - np.asarray(lo))))
+    n = len(values)
+    fig = go.Figure(go.Bar(y=list(labels), x=values, orientation="h",
+                           marker_color=list(colors) if colors else "#1f77b4",
+                           error_x=dict(type="data", symmetric=False, array=np.asarray(hi) - values,
+                                        arrayminus=values - np.asarray(lo)),
+                           hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+                           texttemplate=f"%{{x:{value_format}}}" if value_format else None,
+                           textposition="auto" if value_format else None))
     fig.update_layout(showlegend=False, hovermode="closest")
-    return _base_layout(fig, title, ytitle, "")
+    _base_layout(fig, title, "", ytitle)
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_layout(height=max(260, 110 + 42 * n))
+    return fig
 
 
 def figure_html(fig: go.Figure) -> str:
@@ -655,8 +795,14 @@ def figure_html(fig: go.Figure) -> str:
 
 
 def chromium_path() -> Optional[str]:
-    """The Chromium/Chrome that kaleido would use for PNG export, or None."""
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+    """The Chromium/Chrome that kaleido uses for PNG export, or None: ``$BROWSER_PATH`` (choreographer's own
+    override) when it names a file, else /usr/bin/chromium, else the first Chromium/Chrome on PATH."""
+    env = os.environ.get("BROWSER_PATH")
+    if env and os.path.isfile(env):
+        return env
+    if os.path.isfile("/usr/bin/chromium") and os.access("/usr/bin/chromium", os.X_OK):
+        return "/usr/bin/chromium"
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
         p = shutil.which(name)
         if p:
             return p
@@ -666,17 +812,39 @@ def chromium_path() -> Optional[str]:
 PNG_UNAVAILABLE = ("PNG export needs a Chromium/Chrome on the server (Debian: apt-get install -y chromium); "
                    "none was found. Download the standalone HTML instead: it opens offline in any browser and "
                    "its camera button saves a PNG.")
+PNG_NO_KALEIDO = ("PNG export needs the kaleido package (pip install -r requirements.txt). Download the standalone "
+                  "HTML instead: its camera button saves a PNG.")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_TIMEOUT_S = 60
 
 
 def figure_png(fig: go.Figure, scale: float = 2.0) -> bytes:
-    """PNG bytes through kaleido (needs a Chromium); raises LoopLensError with a clear message otherwise."""
-    if chromium_path() is None:
+    """PNG bytes of ``fig`` through kaleido 1.x and the Chromium of :func:`chromium_path` (headless; choreographer
+    adds --no-sandbox, which running as root needs).  MathJax is off (no network needed).  Any failure is a
+    one-line :class:`LoopLensError` saying what to do instead."""
+    chrome = chromium_path()
+    if chrome is None:
         raise LoopLensError(PNG_UNAVAILABLE)
     try:
-        return fig.to_image(format="png", scale=scale)
-    except Exception as exc:  # kaleido reports a missing/broken browser in many ways
-        raise LoopLensError(f"PNG export failed ({type(exc).__name__}: {str(exc)[:200]}). "
-                            "Download the standalone HTML instead.") from None
+        import kaleido  # optional: only PNG export needs it
+    except ImportError:
+        raise LoopLensError(PNG_NO_KALEIDO) from None
+    try:
+        spec = fig.to_dict()
+        layout = spec.get("layout") or {}
+        opts = dict(format="png", scale=scale, width=int(layout.get("width") or 1000),
+                    height=int(layout.get("height") or 500))
+        png = kaleido.calc_fig_sync(spec, opts=opts, kopts=dict(path=chrome, mathjax=False, timeout=PNG_TIMEOUT_S,
+                                                                 enable_sandbox=False))
+    except Exception as exc:  # noqa: BLE001 - kaleido/choreographer report a broken browser in many ways
+        msg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        first = " ".join(msg.split())[:160] or "no message"
+        raise LoopLensError(f"PNG export failed with the browser {chrome} ({type(exc).__name__}: {first}). "
+                            "Download the standalone HTML instead: its camera button saves a PNG.") from None
+    if not isinstance(png, (bytes, bytearray)) or not bytes(png).startswith(PNG_MAGIC):
+        raise LoopLensError("PNG export produced no image. Download the standalone HTML instead: its camera button "
+                            "saves a PNG.")
+    return bytes(png)
 
 
 # ---------------------------------------------------------------------------------------------- report figures
@@ -689,7 +857,7 @@ def report_entropy_figure(rep: dict, normalised: bool = True) -> go.Figure:
         for v in [v for v in ("base", "easy", "nca") if v in set(df["variant"])]:
             g = df[df["variant"] == v].sort_values("step")
             bands[v] = tuple(g[c + sfx].astype(float).to_numpy() for c in ("mean", "lo", "hi"))
-    fig = entropy_bands_figure(bands, title="Entropy by variant (mean over instances, 95% item-bootstrap band)",
+    fig = entropy_bands_figure(bands, title="Entropy by variant (mean, 95% item-bootstrap band)",
                                normalised=normalised)
     low = {}
     if len(df) and "low_mass_share" in df.columns:
@@ -700,8 +868,9 @@ def report_entropy_figure(rep: dict, normalised: bool = True) -> go.Figure:
                 low[v] = float(last)
     if low:
         thr = (rep.get("meta") or {}).get("mass_threshold", MASS_THRESHOLD)
-        fig.update_layout(legend_title_text=f"instances below the mass threshold {thr:g} at the last step: " +
-                          ", ".join(f"{VARIANT_NAMES.get(v, v)} {x:.0%}" for v, x in low.items()))
+        fig.update_layout(legend=dict(title=dict(side="top", text=(
+            f"below the mass threshold {thr:g} at the last step:<br>" +
+            ", ".join(f"{VARIANT_NAMES.get(v) or text(v)} {x:.0%}" for v, x in low.items())))))
     return fig
 
 
@@ -721,9 +890,11 @@ def report_exploration_pair_figure(rep: dict) -> go.Figure:
                                  line=dict(color="gray", dash="dot")))
     pair = (rep.get("exploration") or {}).get("pair") or {}
     es = (pair.get("easy_shorter") or {}).get("value")
-    sub = f" — Easy shorter by {es:.0%}" if es is not None else ""
+    sub = f"<br>Easy explores {es:.0%} shorter (converged instances)" if es is not None else ""
     fig.update_layout(hovermode="closest")
-    return _base_layout(fig, "Exploration length per item: Base vs Easy" + sub, "Easy (steps)", "Base (steps)")
+    _base_layout(fig, "Exploration length per item: Base vs Easy" + sub, "Easy (steps)", "Base (steps)")
+    fig.update_layout(margin=dict(t=70))
+    return fig
 
 
 def report_rank_figure(rep: dict) -> go.Figure:
@@ -748,10 +919,17 @@ def report_rank_figure(rep: dict) -> go.Figure:
                              error_y=dict(type="data", symmetric=False, array=hi - v, arrayminus=v - lo)))
     _add(fig, [hline(1 / 3, "chance", color="#d62728")],
          [line_label(1 / 3, "chance 1/3", "chance_label", color="#d62728")])
+    if np.isnan(np.asarray([list(b.y) for b in fig.data], dtype=float)).all():  # nothing measured
+        notes = {(r.get("note") or "") for k, r in rows.items() if k.startswith("abandoned_rank_")} - {""}
+        _add(fig, [], [dict(xref="paper", yref="paper", x=0.5, y=0.6, showarrow=False, font=dict(size=13, color="#666"),
+                            text="not measured" + (f": {text(sorted(notes)[0], 60)}" if notes else ""),
+                            name="not_measured")])
     fig.update_yaxes(range=[0, 1])
     fig.update_layout(barmode="group", hovermode="closest")
-    return _base_layout(fig, "Similarity rank among the distractors (Base): abandoned answers vs the model's other "
-                        "wrong choices and its frontrunner", "share", "similarity rank (1 = most similar to the stem)")
+    _base_layout(fig, "Similarity rank among the distractors (Base):<br>abandoned answers, other wrong choices, "
+                 "frontrunner", "share", "similarity rank (1 = most similar to the stem)")
+    fig.update_layout(margin=dict(t=70))
+    return fig
 
 
 def report_backtracking_figure(rep: dict) -> go.Figure:
@@ -772,9 +950,10 @@ def report_backtracking_figure(rep: dict) -> go.Figure:
             v.append(d.get("value") if d.get("value") is not None else np.nan)
             lo.append(d.get("lo") if d.get("lo") is not None else np.nan)
             hi.append(d.get("hi") if d.get("hi") is not None else np.nan)
-    fig = bar_with_ci_figure(labels, v, lo, hi, "Backtracking (Base): accuracy and destination", "share",
-                             colors=["#2ca02c", "#7f7f7f", "#1f77b4"] + ["#9467bd"] * (len(labels) - 3))
-    fig.update_yaxes(range=[0, 1])
+    fig = bar_with_ci_figure(labels, v, lo, hi, "Backtracking (Base): accuracy and destination", "share (95% CI)",
+                             colors=["#2ca02c", "#7f7f7f", "#1f77b4"] + ["#9467bd"] * (len(labels) - 3),
+                             value_format=".0%")
+    fig.update_xaxes(range=[0, 1.02], tickformat=".0%")
     return fig
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from backend import plots
 from backend import plots_interventions as pi
 from pages import common
 
@@ -16,9 +17,16 @@ def benchmark_panel(rep: dict, study) -> None:
     rows = rep.get("exit_rules") or (study or {}).get("exit_rules")
     if not rows and not study:
         return
-    st.subheader("Exit rules and interventions")
+    st.markdown("##### Exit rules and interventions")
     if rows:
-        common.plot(pi.exit_rule_figure(rows), key="fig_rep_exit")
+        # Strings from a report file are shown as text in the figure (Plotly renders HTML in labels and hovers).
+        safe = [{k: plots.text(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows
+                if isinstance(r, dict)]
+        fig = pi.exit_rule_figure(safe)
+        if len(safe) > 8:  # many rules crowd near the same point: their labels would overlap, so hover instead
+            fig.update_traces(mode="markers")
+            st.caption("Hover a point for its rule and setting; the table below lists every rule.")
+        common.plot(fig, key="fig_rep_exit")
         with st.expander("Exit-rule table (rule, setting, mean steps, accuracy, never stopped: the last step used)"):
             st.dataframe(rows, hide_index=True)
     if study:

@@ -36,8 +36,14 @@ st.caption(f"**{common.plain(bundle.name)}** ({common.plain(info['summary'])}) Â
 
 # ---------------------------------------------------------------------------------------------- the question
 ss.setdefault("source", SOURCES[0])
-ss.setdefault("q", uploads.EXAMPLE_ITEM.question)
-ss.setdefault("opts", "\n".join([uploads.EXAMPLE_ITEM.answer, *uploads.EXAMPLE_ITEM.distractors]))
+# Pre-filled with a question this model reads; an untouched example follows the model when it changes.
+example = uploads.example_item(bundle)
+example_text = (example.question, "\n".join([example.answer, *example.distractors]))
+if ss.get("_example") is not None and (ss.get("q"), ss.get("opts")) == ss["_example"]:
+    ss["q"], ss["opts"] = example_text
+ss.setdefault("q", example_text[0])
+ss.setdefault("opts", example_text[1])
+ss["_example"] = example_text
 ss.setdefault("ans", "A")
 ss.setdefault("variant", "base")
 ss.setdefault("perm", 0)
@@ -57,12 +63,12 @@ with row1:
 bench = None
 with row1:
     if src == "Benchmark item":
-        files = uploads.benchmark_files(model)
+        files = uploads.benchmark_files(bundle)
         if not files:
             st.info("No benchmark file in data/benchmarks yet: showing a built-in example item.")
-            bench = Benchmark([uploads.EXAMPLE_ITEM], source="built-in example")
+            bench = Benchmark([example], source="built-in example")
         else:
-            bench, bench_path = common.pick_benchmark(files)
+            bench, bench_path = common.pick_benchmark(files, model=bundle)
 if src == "Upload JSONL":
     with row1:
         up = st.file_uploader(f"Benchmark JSONL (one item per line, up to {uploads.MAX_UPLOAD_BYTES // 2**20} MB)",
@@ -117,8 +123,12 @@ elif src == "Your question":
         ss["ans"] = "none"
     c3.selectbox("Correct option", ans_choices, key="ans")
     with common.guard("Your question"):
-        item = uploads.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans"))
+        # words the model does not know are said here, before any run
+        item = common.readable(bundle, uploads.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans")))
 
+note = uploads.notation(bench_path if src == "Benchmark item" else bundle.name if src == "Your question" else None)
+if note:
+    st.caption(note)
 ss.setdefault("n_seeds", DEFAULT_N_SEEDS)
 with row2.popover(f"Run options ({summaries.plural(int(ss['n_seeds']), 'seed')})", icon=":material/tune:",
                   help="Seeds for the robustness panel, running on every change, the prompt template."):
@@ -324,6 +334,7 @@ def geometry_panel(paths_by_group, run_id):
         return
     labels, states = [p[0] for p in paths], [p[1] for p in paths]
     if method == "UMAP":
+        common.warm_up_umap()  # numba compiles UMAP once per server (~15 s of CPU): on first use, not at start-up
         status = umap_status()
         if status["status"] != "ready":
             if status["status"] == "failed":

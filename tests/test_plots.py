@@ -124,10 +124,86 @@ def test_variant_figure_colours_each_original_option_alike_in_every_variant():
     assert "(n=1)" in fig.layout.annotations[0].text
 
 
+def test_variant_figure_one_legend_entry_per_option_and_no_zero_width_bands():
+    K = 10
+    mean = np.tile([0.7, 0.1, 0.1, 0.1], (K, 1))
+    flat = BeliefBand(mean=mean, lo=mean, hi=mean, options=tuple("abcd"), correct=0, n=24)
+    wide = BeliefBand(mean=mean, lo=mean - 0.05, hi=mean + 0.05, options=("a", "x", "y", "z"), correct=0, n=24)
+    nca = BeliefBand(mean=mean, lo=mean, hi=mean, options=("n", "b", "c", "d"), correct=None, n=24)
+    assert plots.band_is_flat(flat) and not plots.band_is_flat(wide)
+    fig = plots.variant_belief_figure({"base": flat, "easy": wide, "nca": nca})
+    bands = [d for d in fig.data if d.fill == "toself"]
+    assert len(bands) == 4 and all(d.xaxis == "x2" for d in bands)  # only Easy's band has a width
+    legend = [d.name for d in fig.data if d.mode == "lines" and d.showlegend is not False]
+    assert legend == ["a ✓", "b", "c", "d", "x", "y", "z", "n"]  # every option once
+    colour = {}
+    for d in fig.data:
+        if d.mode == "lines":  # one colour per option text in every panel, never the "not answering" grey
+            assert colour.setdefault(d.name.rstrip(" ✓"), d.line.color) == d.line.color
+    assert len(set(colour.values())) == 8 and "#7f7f7f" not in colour.values()
+
+
+def test_backtracking_bars_are_horizontal_and_labelled():
+    fig = plots.bar_with_ci_figure(["a long label", "another long label"], [0.5, 0.2], [0.4, 0.1], [0.6, 0.3],
+                                   "t", "share", value_format=".0%")
+    assert fig.data[0].orientation == "h" and list(fig.data[0].y) == ["a long label", "another long label"]
+    assert fig.data[0].texttemplate == "%{x:.0%}" and fig.layout.yaxis.autorange == "reversed"
+
+
 def test_png_export_message_without_chromium(monkeypatch):
     monkeypatch.setattr(plots, "chromium_path", lambda: None)
     with pytest.raises(LoopLensError, match="Chromium"):
         plots.figure_png(object())
+
+
+def test_png_export_without_kaleido_or_with_a_broken_browser_is_one_line(monkeypatch, tmp_path):
+    import builtins
+    import sys
+
+    fig = plots.belief_figure(make_trace(backtracking_probs()))
+    real_import = builtins.__import__
+
+    def no_kaleido(name, *a, **k):
+        if name == "kaleido":
+            raise ImportError("no kaleido")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(plots, "chromium_path", lambda: "/usr/bin/chromium")
+    monkeypatch.delitem(sys.modules, "kaleido", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_kaleido)
+    with pytest.raises(LoopLensError, match="kaleido package"):
+        plots.figure_png(fig)
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    pytest.importorskip("kaleido")
+    broken = tmp_path / "chromium"
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(plots, "chromium_path", lambda: str(broken))
+    with pytest.raises(LoopLensError, match="PNG export failed") as exc:
+        plots.figure_png(fig)
+    assert "\n" not in str(exc.value) and "HTML" in str(exc.value)
+
+
+def test_chromium_path_honours_browser_path(monkeypatch, tmp_path):
+    exe = tmp_path / "my-chrome"
+    exe.write_text("")
+    monkeypatch.setenv("BROWSER_PATH", str(exe))
+    assert plots.chromium_path() == str(exe)
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "missing"))
+    assert plots.chromium_path() != str(tmp_path / "missing")
+
+
+@pytest.mark.skipif(plots.chromium_path() is None, reason="no Chromium/Chrome found (Debian: apt-get install -y "
+                    "chromium); CI installs one, so this runs there")
+def test_figure_png_returns_real_png_bytes():
+    import struct
+
+    fig = plots.belief_figure(make_trace(backtracking_probs()))
+    png = plots.figure_png(fig, scale=1)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (1000, 420)  # the figure's own height, the export's default width
+    assert 10_000 < len(png) < 5_000_000  # a drawn chart, not an empty canvas
 
 
 def test_low_mass_steps_are_greyed_and_the_legend_says_so():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
@@ -13,8 +14,41 @@ from ..stats import finite as _num
 from ..sweep.load import has_results
 from .compute import (HEADLINE_BASIS, REFERENCE_MODEL, SCHEMA, WITHIN_ITEM_ESTIMATOR, reference_caveat,
                       report_title)
+from .render_interventions import interventions_markdown
 from .text import fmt as _fmt
 from .text import pct as _pct
+
+
+# Markdown that can form from text: links and images ([ ]), HTML (< >), emphasis and code (* _ `), tables (|), math
+# ($), strikethrough (~), headings (#), Streamlit's directives and emoji (:red[...], :smile:), escapes (\\).  Bare
+# URLs, www. names and e-mail addresses are linked even when escaped: a zero-width space after "://", "www" and "@"
+# keeps the text as written but no longer a link.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|$~#]|:(?=[A-Za-z]))")  # ":" only where a directive/emoji could start
+_AUTOLINK = re.compile(r"(?i)(://|\bwww(?=\.)|@)")
+
+
+def md_text(text) -> str:
+    """``text`` from a report (a model, benchmark or variant name, a note) as Markdown that shows exactly that text:
+    markup characters backslash-escaped, bare links broken, line breaks made spaces."""
+    s = _AUTOLINK.sub(lambda m: ":\u200b//" if m.group(1) == "://" else m.group(1) + "\u200b",
+                      " ".join(str(text).split()))
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+# Fields whose values are names the code looks up, never shown as text.
+_NOT_TEXT = frozenset({"key"})
+
+
+def md_escaped(o, _key: str = ""):
+    """A copy of a report with every string value made :func:`md_text` (dictionary keys and the lookup fields of
+    ``_NOT_TEXT`` kept): what to_markdown renders, so a hostile report.json shows its strings as text."""
+    if isinstance(o, dict):
+        return {k: (v if k in _NOT_TEXT else md_escaped(v, k)) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [md_escaped(v, _key) for v in o]
+    if isinstance(o, str):
+        return md_text(o)
+    return o
 
 
 def _pct_ci(st: dict, unit: str = "%") -> str:
@@ -47,7 +81,15 @@ def _steps_cell(st) -> str:
     return _num_ci(st) if isinstance(st, dict) else "n/a"
 
 
+def distinct_groups(groups: List[dict]) -> List[dict]:
+    """The report's variant x domain groups without the rows that repeat another: with a single domain its rows are
+    the "all" rows again, so only "all" is kept."""
+    domains = {g.get("domain") for g in groups} - {"all"}
+    return [g for g in groups if g.get("domain") == "all" or len(domains) > 1]
+
+
 def to_markdown(rep: dict) -> str:
+    rep = md_escaped(rep)  # every string from the report is shown as text (names of variants: md_text below)
     m = rep["meta"]
     title = m.get("title") or report_title(m)
     thr = m.get("mass_threshold")
@@ -56,10 +98,10 @@ def to_markdown(rep: dict) -> str:
     L = []
     L.append(f"# LoopLens sweep report: {title}")
     L.append("")
-    L.append(f"Model `{m['model']}` (checkpoint `{m['checkpoint_hash']}`), {m['steps']} steps, template "
-             f"`{m['template']}`; {m['instances']} instances = {m['items']} items x variants "
-             f"({', '.join(f'{k} {v}' for k, v in m['variants'].items())}) x {m['permutations']} answer orders x "
-             f"{m['seeds']} seed(s). Domains: {', '.join(m['domains'])}. Benchmark: `{m.get('benchmark')}`.")
+    L.append(f"Model {m['model']} (checkpoint {m['checkpoint_hash']}), {m['steps']} steps, template "
+             f"{m['template']}; {m['instances']} instances = {m['items']} items x variants "
+             f"({', '.join(f'{md_text(k)} {v}' for k, v in m['variants'].items())}) x {m['permutations']} answer "
+             f"orders x {m['seeds']} seed(s). Domains: {', '.join(m['domains'])}. Benchmark: {m.get('benchmark')}.")
     bal = m.get("orders_balanced")
     orders = ("balanced (every option in every position equally often)" if bal else
               "NOT balanced: position statistics are confounded with the design" if bal is False else
@@ -100,7 +142,7 @@ def to_markdown(rep: dict) -> str:
              "converged instances and as restricted means (never-converged instances censored at T).")
     cons = rep.get("consistency") or {}
     ref = cons.get("reference")
-    this_run = [f"{v}: accuracy of backtracked {_pct(c['acc_backtracked'])} = backtracks ending correct "
+    this_run = [f"{md_text(v)}: accuracy of backtracked {_pct(c['acc_backtracked'])} = backtracks ending correct "
                 f"{_pct(c['backtracks_end_correct'])}" for v, c in (cons.get("this_run") or {}).items()
                 if c.get("acc_backtracked") is not None]
     if ref:
@@ -136,7 +178,7 @@ def to_markdown(rep: dict) -> str:
              "acc. not backtracked | gain (points, pooled) | gain (points, within item) | mean exploration "
              "(converged) | restricted mean exploration (censored at T) | never converged | final entropy (norm.) |")
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for g in rep["groups"]:
+    for g in distinct_groups(rep["groups"]):
         nc = g["never_converged_rate"]
         L.append(f"| {g['variant']} | {g['domain']} | {g['instances']['value']} | {_pct_ci(g['accuracy'])} | "
                  f"{_pct_ci(g['backtrack_rate'])} | {_cell(g.get('robust_backtrack_rate'))} | "
@@ -212,7 +254,7 @@ def to_markdown(rep: dict) -> str:
     L.append("")
     L.append("| variant | domain | abandoned (n) | wrong choices (n) | frontrunner (n) |")
     L.append("|---|---|---|---|---|")
-    for g in rep["groups"]:
+    for g in distinct_groups(rep["groups"]):
         cells = []
         for key in ("abandoned_similarity_ranks", "wrong_choice_similarity_ranks", "frontrunner_similarity_ranks"):
             d = g.get(key) or {}
@@ -241,14 +283,14 @@ def to_markdown(rep: dict) -> str:
         L.append("|---|---|---|---|---|")
         for v, st in sn.items():
             if isinstance(st, dict) and "backtrack_flip_rate" in st:
-                L.append(f"| {v} | {_pct_ci(st['backtrack_flip_rate'])} | {_pct_ci(st['pairwise_disagreement'])} | "
+                L.append(f"| {md_text(v)} | {_pct_ci(st['backtrack_flip_rate'])} | {_pct_ci(st['pairwise_disagreement'])} | "
                          f"{_pct_ci(st['answer_flip_rate'])} | {_pct_ci(st['single_seed_backtracks'])} |")
     L.append("")
     L.append("## Position bias (across answer orders)")
     L.append("")
     for v, pb in rep["position_bias"].items():
         shares = ", ".join(f"{s['position']} {_pct_ci(s)}" for s in pb["final_position_shares"])
-        L.append(f"- **{v}** final answer at position: {shares} (chance {_pct(1 / pb['n_options'])})")
+        L.append(f"- **{md_text(v)}** final answer at position: {shares} (chance {_pct(1 / pb['n_options'])})")
         if pb.get("correct_counts") is not None:
             L.append(f"  - test: {pb.get('test')}: chi-square {_fmt(pb['chi2'], 1)}, dof {pb.get('dof')}, p = "
                      f"{_fmt(pb['p_value'], 4)}; correct answer at positions "
@@ -260,7 +302,7 @@ def to_markdown(rep: dict) -> str:
             acc = ", ".join(f"{s['correct_position']} {_pct_ci(s)}" for s in pb["accuracy_by_correct_position"])
             L.append(f"  - accuracy when the correct option is at: {acc}")
     L.append("")
-    return "\n".join(L)
+    return "\n".join(L) + interventions_markdown(rep)
 
 
 KEY_FIELDS = (
