@@ -114,14 +114,14 @@ if bench is not None and bench.items:
         st.multiselect("Domain", bench.domains, key="domains", placeholder="all domains")
         st.text_input("Search", key="search", placeholder="id, question or option text")
 elif src == "Your question":
-    c1, c2, c3 = st.columns([3, 3, 1])
+    c1 = c2 = c3 = row2  # in the picker's second row, before the run options and Run
     c1.text_area("Question", key="q", height=110)
     c2.text_area("Options, one per line (2-10)", key="opts", height=110)
     n_typed = len([x for x in (ss.get("opts") or "").splitlines() if x.strip()])
     ans_choices = ["none"] + list(LETTERS[:max(2, min(10, n_typed))])
     if ss.get("ans") not in ans_choices:
         ss["ans"] = "none"
-    c3.selectbox("Correct option", ans_choices, key="ans")
+    c3.selectbox("Correct option", ans_choices, key="ans", width=130)
     with common.guard("Your question"):
         # words the model does not know are said here, before any run
         item = common.readable(bundle, uploads.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans")))
