@@ -63,7 +63,7 @@ if src == "Benchmark item":
         st.info("No benchmark file in data/benchmarks: type a question instead.")
         st.stop()
     c1, c2, c3, c4 = st.columns([2, 4, 1, 1])
-    bench, bench_path = common.pick_benchmark(files, c1)
+    bench, bench_path = common.pick_benchmark(files, c1, model=models[0])
     bench_name = bench_path.name
     if bench is None or not bench.items:
         st.stop()
@@ -85,8 +85,9 @@ if src == "Benchmark item":
     with common.guard("Item"):
         item = by_id[ss["item"]].instance(ss["variant"], int(ss.get("perm", 0)))
 else:
-    ss.setdefault("q", uploads.EXAMPLE_ITEM.question)
-    ss.setdefault("opts", "\n".join([uploads.EXAMPLE_ITEM.answer, *uploads.EXAMPLE_ITEM.distractors]))
+    example = uploads.example_item(models[0])  # a question the first model reads (shared with Explore's box)
+    ss.setdefault("q", example.question)
+    ss.setdefault("opts", "\n".join([example.answer, *example.distractors]))
     st.text_area("Question", key="q", height=68)
     c1, c2 = st.columns([3, 1])
     c1.text_area("Options, one per line (2-10)", key="opts", height=110)

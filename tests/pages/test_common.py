@@ -100,3 +100,16 @@ def test_the_short_run_note_counts_one_step_in_the_singular():
     assert short_trajectory_note(1, 3).startswith("With 1 step a commitment")
     assert short_trajectory_note(4, 3).startswith("With 4 steps a commitment")
     assert short_trajectory_note(30, 3) is None
+
+
+def test_the_models_page_prefills_a_question_the_default_model_reads(cups_app):
+    """Explore and Models share the question box: whichever opens first fills it with a question the model reads."""
+    at = cups_app("models")
+    at.radio(key="models_source").set_value("Your question").run()
+    no_exceptions(at)
+    assert at.text_area(key="q").value.startswith("ball c")
+    assert not at.error and not at.warning, errors(at) + [w.value for w in at.warning]
+    assert charts(at)
+    at.switch_page("pages/explore.py").run()
+    at.radio(key="source").set_value("Your question").run()
+    assert at.text_area(key="q").value.startswith("ball c") and not at.error, errors(at)
