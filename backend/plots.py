@@ -427,7 +427,7 @@ def top_tokens_figure(trace, step: int) -> go.Figure:
     fig = go.Figure(go.Bar(x=probs[::-1], y=toks[::-1], orientation="h", marker_color=colors[::-1],
                            hovertemplate="%{y}: %{x:.4f}<extra></extra>"))
     fig.update_layout(showlegend=False)
-    fig = _base_layout(fig, f"Top tokens of the full vocabulary at step {step}", "token", "probability")
+    fig = _base_layout(fig, f"Top tokens at step {step} (full vocabulary)", "token", "probability")
     fig.update_layout(hovermode="closest")
     return fig
 
@@ -723,7 +723,7 @@ def convergence_heatmap(cmap: np.ndarray, tokens: Sequence[str], title: Optional
     fig = go.Figure(go.Heatmap(
         z=z.T, x=_steps(K), y=labels, colorscale=CONVERGENCE_SCALE, zmin=lo, zmax=hi,
         colorbar=dict(title=dict(text="distance to<br>the final state<br>(relative, log)", side="top"),
-                      len=0.85, y=0, yanchor="bottom", tickvals=ticks, ticktext=[f"1e{int(v)}" for v in ticks]),
+                      len=0.75, y=0, yanchor="bottom", tickvals=ticks, ticktext=[f"1e{int(v)}" for v in ticks]),
         hovertemplate="step %{x}<br>%{y}<br>log10 distance %{z:.2f}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", showticklabels=S <= 80, tickfont=dict(size=9))
