@@ -123,7 +123,9 @@ def test_benchmark_page_is_designed_headline_cards_figures_tables(app, monkeypat
     metrics = {m.label.replace("\\", ""): m for m in at.metric}
     assert {"Accuracy · Base", "Backtracks · Base", "Exploration · Base"} <= set(metrics)
     bt = metrics["Backtracks · Base"]
-    assert bt.value == "22.7%" and "95% CI 19.9% to 25.8%" in bt.proto.delta.replace("\\", "")
+    h = next(x for x in json.loads(SHIPPED.read_text())["headline"] if x["key"] == "backtrack_rate_base")
+    assert bt.value == f"{100 * h['value']:.1f}%"  # 23.0%, 95% CI 20.3% to 26.0% in the shipped report
+    assert f"95% CI {100 * h['lo']:.1f}% to {100 * h['hi']:.1f}%" in bt.proto.delta.replace("\\", "")
     helptext = bt.proto.help.replace("\\", "")
     assert "bootstrap over items" in helptext and "mass below 0.01" in helptext
     assert "140 items" in helptext and "3 seed(s)" in helptext

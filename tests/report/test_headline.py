@@ -33,7 +33,9 @@ def test_description_names_the_design_as_text_not_a_python_dict(rep):
 def test_cards_carry_interval_reference_and_what_they_rest_on(rep):
     cards = {c["label"]: c for c in hl.cards(rep)}
     bt = cards["Backtracks · Base"]
-    assert bt["value"] == "22.7%" and bt["interval"] == "95% CI 19.9% to 25.8%"
+    h = next(x for x in rep["headline"] if x["key"] == "backtrack_rate_base")  # 23.0% [20.3%, 26.0%] when written
+    assert bt["value"] == f"{100 * h['value']:.1f}%"
+    assert bt["interval"] == f"95% CI {100 * h['lo']:.1f}% to {100 * h['hi']:.1f}%"
     assert bt["reference"] == "Huginn-0125, reference: 32%"
     assert "n = 10,080" in bt["help"] and "140 items" in bt["help"] and "below 0.01" in bt["help"]
     assert cards["Accuracy · Base"]["reference"] is None  # the paper reports no accuracy: none invented
@@ -81,4 +83,5 @@ def test_to_markdown_shows_report_strings_as_text(rep):
         assert not re.search(bad, md), bad
     assert md_text("cups-letters on cups-letters-test 12:30") == "cups-letters on cups-letters-test 12:30"
     # the numbers and the lookups by key are unchanged by the escaping
-    assert "| " + md_text(EVIL) + " | 32% | 22.7% [" in md
+    base_rate = next(x for x in rep["headline"] if x["key"] == "backtrack_rate_base")["value"]
+    assert "| " + md_text(EVIL) + f" | 32% | {100 * base_rate:.1f}% [" in md
