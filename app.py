@@ -1,4 +1,5 @@
-"""LoopLens: watch a looped (recurrent-depth) language model think.  ``streamlit run app.py``
+"""LoopLens: watch a looped (recurrent-depth) language model think.  ``python -m backend app`` (or ``streamlit run
+serve.py``: the same, warmed up before the first session; ``streamlit run app.py`` works too, see serve.py).
 
 This file is the navigation and the shared sidebar (model, steps, seed, init scale); the pages are in pages/.
 """
@@ -10,6 +11,7 @@ st.set_page_config(page_title="LoopLens", page_icon=":material/all_inclusive:", 
 
 # First: pages.common imports everything heavy, once, while concurrent sessions wait (see its docstring).
 from pages import common  # noqa: E402,I001
+from backend import learn  # noqa: E402
 from backend.links import parse_query  # noqa: E402
 from backend.models.runtime import default_model, model_choices  # noqa: E402
 from backend.settings import MAX_STEPS, MIN_STEPS, RUN_LENGTH  # noqa: E402
@@ -17,7 +19,8 @@ from backend.settings import MAX_STEPS, MIN_STEPS, RUN_LENGTH  # noqa: E402
 # Page widgets whose values survive switching pages (Streamlit drops the state of widgets not drawn in a run).
 PERSISTENT = ("model_choice", "model_dir", "steps", "seed", "init", "source", "bench", "item", "variant", "perm",
               "q", "opts", "ans", "domains", "search", "n_seeds", "n_perms", "run_length", "_steps_explicit",
-              "_steps_model")
+              "_steps_model", "models_pick", "models_dirs", "models_source", "models_depth_mult",
+              "models_normalise")
 
 ss = st.session_state
 if "_looplens_init" not in ss:
@@ -44,6 +47,18 @@ else:
         if k in ss:
             ss[k] = ss[k]
 
+pages = [
+    st.Page("pages/explore.py", title="Explore", icon=":material/search:", url_path="explore", default=True),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+    st.Page("pages/models.py", title="Models", icon=":material/stacked_line_chart:", url_path="models"),
+    st.Page("pages/benchmark.py", title="Benchmark", icon=":material/bar_chart:", url_path="benchmark"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
+]
+page = st.navigation(pages)
+# Pages that run the model with their own settings instead of the sidebar's run controls (steps, seed, init scale,
+# run length): the controls are not drawn there, and the sidebar says what the page uses instead.
+OWN_RUN_SETTINGS = {"learn": lambda model: learn.page_settings(model).note()}
+
 with st.sidebar:
     st.markdown("### LoopLens")
     choices = model_choices()
@@ -64,30 +79,25 @@ with st.sidebar:
             ss["steps"] = min(MAX_STEPS, max(MIN_STEPS, info["trained_depth"]))
             ss["_steps_model"] = common.current_model()
 
-    def _steps_set_by_user():
-        ss["_steps_explicit"] = True
+    own_settings = OWN_RUN_SETTINGS.get(page.url_path)
+    if own_settings is not None:
+        st.caption(f"ℹ️ {common.plain(own_settings(common.current_model()))}")
+    else:
+        def _steps_set_by_user():
+            ss["_steps_explicit"] = True
 
-    st.number_input("Recurrent steps", MIN_STEPS, MAX_STEPS, step=1, key="steps", on_change=_steps_set_by_user,
-                    help="Defaults to the model's trained depth until you change it.")
-    st.number_input("Seed of the initial state", 0, 2**31 - 1, step=1, key="seed")
-    st.number_input("Init scale (0 = zero initial state)", 0.0, 100.0, step=0.1, format="%.2f", key="init")
-    ss.setdefault("run_length", RUN_LENGTH)
-    st.number_input("Commitment run length", 1, MAX_STEPS, step=1, key="run_length",
-                    help=f"An argmax held this many consecutive steps is a commitment (default {RUN_LENGTH}, "
-                         "from the paper); backtracks are read from commitments.")
-    note = common.short_trajectory_note(int(ss["steps"]), int(ss["run_length"]))
-    if note:
-        st.caption(f"ℹ️ {note}")
+        st.number_input("Recurrent steps", MIN_STEPS, MAX_STEPS, step=1, key="steps", on_change=_steps_set_by_user,
+                        help="Defaults to the model's trained depth until you change it.")
+        st.number_input("Seed of the initial state", 0, 2**31 - 1, step=1, key="seed")
+        st.number_input("Init scale (0 = zero initial state)", 0.0, 100.0, step=0.1, format="%.2f", key="init")
+        ss.setdefault("run_length", RUN_LENGTH)
+        st.number_input("Commitment run length", 1, MAX_STEPS, step=1, key="run_length",
+                        help=f"An argmax held this many consecutive steps is a commitment (default {RUN_LENGTH}, "
+                             "from the paper); backtracks are read from commitments.")
+        note = common.short_trajectory_note(int(ss["steps"]), int(ss["run_length"]))
+        if note:
+            st.caption(f"ℹ️ {note}")
     for msg in ss.get("_link_problems", []):
         st.caption(f"⚠️ {common.plain(msg)}")
 
-pages = [
-    st.Page("pages/explore.py", title="Explore", icon=":material/search:", url_path="explore", default=True),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
-    st.Page("pages/benchmark.py", title="Benchmark", icon=":material/bar_chart:", url_path="benchmark"),
-    st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
-]
-st.navigation(pages).run()
-# Compile UMAP (numba, ~13 s of CPU) in the background only after the first page has rendered, so it never
-# competes with the first run the user is waiting for.
-common.warm_up_umap()
+page.run()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from .models.convert import convert_checkpoint
 from .models.runtime import configure_torch_threads
 from .report import compute_report, load_results, save_report, to_json, to_markdown
 from .metrics import check_mass_threshold
-from .settings import (BENCHMARKS_DIR, DEFAULT_PERMUTATIONS, DEFAULT_STEPS, LETTERS, MASS_THRESHOLD, MAX_STEPS, MIN_STEPS,
+from .settings import (BENCHMARKS_DIR, ENV_DEFAULT_MODEL, REPO_ROOT, DEFAULT_PERMUTATIONS, DEFAULT_STEPS, LETTERS, MASS_THRESHOLD, MAX_STEPS, MIN_STEPS,
                        SWEEP_SEEDS)
 from .stats import MAX_N_BOOT, N_BOOT
 from .sweep import (DEFAULT_CHUNK, KEY_COLUMNS, SweepSpec, load_hidden, load_items, parse_shard, parse_variants,
@@ -220,7 +221,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_make_splits(sub)
     _add_learn(sub)
     _add_cups_targets(sub)
+    _add_app(sub)
     return parser
+
+
+def _add_app(sub):
+    p = sub.add_parser("app", help="serve the app, warmed up: imports, the default model and its first view are "
+                       "ready before the server accepts a connection (runs `streamlit run serve.py`)")
+    p.add_argument("--model", default=None, help="the model the app opens on: a shipped model's name or a "
+                   f"checkpoint directory (sets ${ENV_DEFAULT_MODEL}; default: the first shipped model)")
+    p.add_argument("--port", type=int, default=None, help="port (default: Streamlit's, 8501)")
+    p.add_argument("--address", default=None, help="address to listen on (default: localhost, from "
+                   ".streamlit/config.toml; 0.0.0.0 serves the network: see the README first)")
+    p.set_defaults(func=cmd_app)
+
+
+def cmd_app(a) -> int:
+    if a.model:
+        resolve_model_path(a.model)  # a bad name or directory: one line now, not in the browser later
+        os.environ[ENV_DEFAULT_MODEL] = a.model
+    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "serve.py")]
+    if a.port is not None:
+        cmd += ["--server.port", str(a.port)]
+    if a.address:
+        cmd += ["--server.address", a.address]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)  # this process becomes the server (signals and exit status are Streamlit's)
+    return 0  # not reached
 
 
 def _add_sweep(sub):
@@ -262,6 +289,7 @@ def _add_sweep(sub):
                    "stem-option similarity (a packaged name or a local directory)")
     p.add_argument("--no-similarity", action="store_true", help="skip the stem-option similarity file")
     p.add_argument("--no-progress", action="store_true")
+    interventions.add_cli_arguments(p, sweep=True)
     p.set_defaults(func=cmd_sweep, benchmarks_dir=BENCHMARKS_DIR)
 
 
@@ -282,6 +310,9 @@ def cmd_sweep(a) -> int:
                      base_seed=a.base_seed, init_scale=a.init_scale, template=template, device=a.device,
                      dtype=a.dtype, hidden=not a.no_hidden, chunk_size=a.chunk_size, batch_size=a.batch_size,
                      threads=a.threads, embedding_model=None if a.no_similarity else a.embedding_model)
+    iv = interventions.intervention_from_args(a)
+    if iv is not None:
+        spec.intervention = iv.check(a.steps).to_dict()
     shard = parse_shard(a.shard)
     if a.permutations is not None:
         for note in permutation_notes(load_items(spec), spec):

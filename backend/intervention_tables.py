@@ -14,8 +14,8 @@ import numpy as np
 from .dynamics import backtrack_steps, dynamics, event_profiles
 from .errors import LoopLensError
 from .metrics import analyze_trajectory
-from .stats import bootstrap_ci
-from .stopping import exit_rule_table, records_from_results
+from .stats import CI, bootstrap_ci
+from .stopping import default_rules, exit_rule_table, records_from_results
 
 INTERVENTIONS_FILE = "_interventions.json"  # an intervention study saved in a sweep's results directory
 
@@ -123,14 +123,64 @@ def report_sections(df, hidden: Optional[np.ndarray] = None, study: Optional[Map
     :func:`backend.exit_report.intervention_study`), its point-of-no-return table and summary and the backtrack
     splice table."""
     recs = records_from_results(df, hidden)
-    out = {"exit_rules": exit_rule_table(recs)}
+    out = {"exit_rules": exit_rule_table(recs, n_boot=n_boot),
+           "exit_rules_basis": exit_rules_basis(df, hidden is not None, n_boot)}
     if hidden is not None:
         out["dynamics_around_backtracks"] = dynamics_around_backtracks(
             [r["probs"] for r in recs], [r["states"] for r in recs], [r["variant"] for r in recs], n_boot=n_boot)
+    effect = intervention_effect(df, n_boot=n_boot)
+    if effect is not None:
+        out["intervention_sweep"] = effect
     if study is not None:
         out["interventions"] = {k: study[k] for k in ("parameters", "ponr", "ponr_summary", "ponr_changed_at_k",
                                                       "backtrack_splice") if k in study}
     return out
+
+
+def exit_rules_basis(df, with_states: bool, n_boot: int) -> dict:
+    """What the exit-rule table of a results set rests on: instances and items per variant, seeds, steps, the
+    rules' thresholds, and which inputs were present (states for ``latent``, exit probabilities for the gate)."""
+    has_gate = "exit_prob" in df.columns and bool(df["exit_prob"].map(lambda x: x is not None and np.ndim(x) > 0)
+                                                  .any())
+    per = {str(v): {"instances": int(len(g)),
+                    "items": int(g["item_id"].nunique()) if "item_id" in g.columns else None}
+           for v, g in df.groupby("variant", sort=True)} if len(df) else {}
+    return {"variants": per, "seeds": int(df["seed"].nunique()) if "seed" in df.columns and len(df) else None,
+            "steps": int(df["steps"].max()) if "steps" in df.columns and len(df) else None,
+            "rules": [{"rule": r.name, "setting": r.setting_label()} for r in default_rules()],
+            "latent_states": with_states, "exit_gate": has_gate, "n_boot": n_boot, "ci": CI,
+            "resampling": "items"}
+
+
+def intervention_effect(df, n_boot: int = 1000, seed: int = 0) -> Optional[dict]:
+    """The effect of an intervention sweep's intervention (None for a plain sweep): per variant, the share of
+    instances whose final answer changed (and split by whether the baseline backtracked), the baseline's and the
+    intervened runs' accuracy, the share that diverged from the baseline's argmax and how many steps after the
+    intervention the argmax rejoined it for good (those that rejoined)."""
+    if "intervention" not in df.columns:
+        return None
+    rows = df[df["intervention"].notna()]
+    if not len(rows):
+        return None
+    specs = sorted(set(rows["intervention"]))
+    iv = json.loads(specs[0])
+    recs = [{"variant": r.variant, "sigma": iv.get("sigma"), "at": int(r.iv_at),
+             "final_changed": bool(r.final_changed), "baseline_backtracked": bool(r.baseline_backtracked)}
+            for r in rows.itertuples(index=False)]
+    per = {}
+    for v, g in rows.groupby("variant", sort=True):
+        corr = g["is_correct"].dropna().astype(float)
+        bcorr = g["baseline_is_correct"].dropna().astype(float)
+        rej = g["steps_to_rejoin"].dropna().astype(float)
+        per[str(v)] = {"instances": int(len(g)), "items": int(g["item_id"].nunique()),
+                       "accuracy": float(corr.mean()) if len(corr) else None,
+                       "baseline_accuracy": float(bcorr.mean()) if len(bcorr) else None,
+                       "diverged": float(g["diverged_at"].notna().mean()),
+                       "rejoined": int(len(rej)), "mean_steps_to_rejoin": float(rej.mean()) if len(rej) else None,
+                       "max_steps_to_rejoin": int(rej.max()) if len(rej) else None,
+                       "mean_final_tv": float(g["final_tv"].astype(float).mean())}
+    return {"intervention": iv, "interventions_found": len(specs), "seeds": int(rows["seed"].nunique()),
+            "final_changed": ponr_table(recs, n_boot=n_boot, seed=seed), "per_variant": per}
 
 
 def align_hidden(df, keys, hidden: np.ndarray, key_columns: Sequence[str]) -> Optional[np.ndarray]:

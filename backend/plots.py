@@ -28,9 +28,10 @@ from plotly.subplots import make_subplots
 
 from .errors import LoopLensError
 from .metrics import KL_THRESHOLD, MASS_THRESHOLD, TrajectoryMetrics
+from .summaries import plural
 from .trace import Band, BeliefBand, Trace, TraceSet
 
-from .settings import LETTERS  # noqa: E402
+from .settings import KL_WINDOW, LETTERS, LOG_STEP_AXIS_ABOVE, RUN_LENGTH  # noqa: E402
 # Plotly's D3 palette: 10 distinct colours, one per option letter.
 OPTION_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf"]
@@ -154,13 +155,79 @@ def _marker_colors(color: str, m: TrajectoryMetrics, K: int):
 
 
 # ---------------------------------------------------------------------------------------------- one instance
+def use_log_steps(steps: int) -> bool:
+    """Whether a one-run figure of ``steps`` steps gets a logarithmic step axis (above ``LOG_STEP_AXIS_ABOVE``)."""
+    return int(steps) > LOG_STEP_AXIS_ABOVE
+
+
+def step_axis_title(log: bool, title: str = "recurrent step") -> str:
+    return f"{title} (log scale: more than {LOG_STEP_AXIS_ABOVE} steps)" if log else title
+
+
+def _step_axis(fig: go.Figure, steps: int, log: bool, title: str = "recurrent step") -> go.Figure:
+    """A logarithmic step axis (1 .. steps) when ``log``, saying so in its title; the figure as it is otherwise."""
+    if log:
+        fig.update_xaxes(type="log", range=[np.log10(0.8), np.log10(steps + 0.6)], title_text=step_axis_title(
+            True, title))
+    return fig
+
+
+def _ax(x: float, log: bool) -> float:
+    """An annotation's x in axis units (Plotly places annotations on a log axis by log10 of the value; shapes take
+    the value itself)."""
+    return float(np.log10(x)) if log else x
+
+
+# Where a backtrack label may sit (y, in belief units) and how wide the plot is assumed to be when spacing them.
+BACKTRACK_LABEL_ROWS = (1.0, 0.925, 0.85, 0.775, 0.7)
+LABEL_PLOT_PX = 450
+LABEL_CHAR_PX = 7.5
+
+
+def label_rows(spans: Sequence[Tuple[float, float]]) -> list:
+    """Greedy rows for labels occupying ``spans`` ((left, right) in any one unit): each label goes to the lowest
+    row where it overlaps no label already there, so no two labels of a row overlap."""
+    rows: list = []
+    out = []
+    for lo, hi in spans:
+        lo, hi = min(lo, hi), max(lo, hi)
+        for r, taken in enumerate(rows):
+            if all(hi <= a or lo >= b for a, b in taken):
+                taken.append((lo, hi))
+                out.append(r)
+                break
+        else:
+            rows.append([(lo, hi)])
+            out.append(len(rows) - 1)
+    return out
+
+
+def backtrack_label_spans(m: TrajectoryMetrics, K: int, log: bool) -> list:
+    """Each backtrack's label and arrow as a span of the step axis, in fractions of the axis width (label centred
+    on the arrow's tail, about ``LABEL_CHAR_PX`` per character on a ``LABEL_PLOT_PX`` wide plot)."""
+    def frac(x):
+        if log:
+            return (np.log10(x) - np.log10(0.8)) / (np.log10(K + 0.6) - np.log10(0.8))
+        return (x - 0.5) / max(K, 1)
+    spans = []
+    for a, b in m.backtracks:
+        tail, head = frac((a.start + a.end) / 2), frac(b.start)
+        half = (len(f"{LETTERS[a.option]} -> {LETTERS[b.option]}") * LABEL_CHAR_PX + 8) / LABEL_PLOT_PX / 2
+        spans.append((min(tail - half, head), max(tail + half, head)))
+    return spans
+
+
 def belief_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Optional[str] = None,
-                  upto: Optional[int] = None, trained_depth: Optional[int] = None) -> go.Figure:
-    """Belief per option vs step: commitments shaded, exploration end marked, backtracks annotated ``a -> b``;
-    with ``trained_depth``, the steps past it shaded (shape ``"beyond_trained_depth"``)."""
+                  upto: Optional[int] = None, trained_depth: Optional[int] = None,
+                  log_steps: Optional[bool] = None) -> go.Figure:
+    """Belief per option vs step: commitments shaded, exploration end marked, backtracks annotated ``a -> b``
+    (labels staggered so that none overlap); with ``trained_depth``, the steps past it shaded (shape
+    ``"beyond_trained_depth"``).  The step axis is logarithmic above ``LOG_STEP_AXIS_ABOVE`` steps (``log_steps``
+    forces it on or off).  The legend explains the marks (legend-only shapes named after what they mean)."""
     m = metrics or trace.metrics
     probs = np.asarray(trace.probs)
     K, n = probs.shape
+    log = use_log_steps(K) if log_steps is None else bool(log_steps)
     x = _steps(K)
     fig = go.Figure()
     for i in range(n):
@@ -171,25 +238,54 @@ def belief_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Opt
             marker=dict(size=5, symbol="star" if is_c else "circle", color=_marker_colors(option_color(i), m, K)),
             hovertemplate=f"{LETTERS[i]}: %{{y:.3f}}<extra></extra>",
         ))
-    _decorate_instance(fig, m, K)
+    _decorate_instance(fig, m, K, log)
     _grey_low_mass(fig, m)
     fig.update_yaxes(range=[0, 1.12])
     if upto is not None:
         _add(fig, [vline(upto, "cursor", width=1, dash="dot")])
-    mark_beyond_trained_depth(fig, trained_depth, K)
-    return _base_layout(fig, title or "Belief over the options", "belief (renormalised over options)")
+    mark_beyond_trained_depth(fig, trained_depth, K, log)
+    _base_layout(fig, title or "Belief over the options", "belief (renormalised over options)")
+    _legend_below(fig)
+    return _step_axis(fig, K, log)
+
+
+LEGEND_ROW_PX = 19
+
+
+def legend_rows(names: Sequence[str], width_px: int = LABEL_PLOT_PX + 50) -> int:
+    """How many rows a horizontal legend of these entries takes (about 6 px a character plus the swatch)."""
+    rows, used = 1, 0
+    for name in names:
+        w = 45 + 6 * len(html.unescape(str(name)))
+        if used and used + w > width_px:
+            rows, used = rows + 1, 0
+        used += w
+    return rows
+
+
+def _legend_below(fig: go.Figure) -> None:
+    """Put the legend at the foot of the figure with room for all its rows, so it never covers the axis title."""
+    names = [d.name for d in fig.data if d.showlegend is not False] + \
+        [sh.name for sh in fig.layout.shapes if sh.showlegend]
+    title = fig.layout.legend.title.text if fig.layout.legend and fig.layout.legend.title else None
+    rows = legend_rows(([title] if title else []) + names)
+    extra = LEGEND_ROW_PX * rows
+    fig.update_layout(height=LAYOUT["height"] + extra - LEGEND_ROW_PX,
+                      margin=dict(LAYOUT["margin"], b=60 + extra),
+                      legend=dict(yref="container", y=0, yanchor="bottom"))
 
 
 BEYOND_DEPTH_COLOR = "#7f7f7f"
 
 
-def mark_beyond_trained_depth(fig: go.Figure, trained_depth: Optional[int], steps: int) -> go.Figure:
+def mark_beyond_trained_depth(fig: go.Figure, trained_depth: Optional[int], steps: int,
+                              log: bool = False) -> go.Figure:
     """Shade grey the steps past the model's trained depth (a shape named ``"beyond_trained_depth"`` and a label):
     the model was never trained to run that long, so what it does there is extrapolation."""
     if trained_depth is None or trained_depth >= steps:
         return fig
     _add(fig, [vrect(trained_depth + 0.5, steps + 0.5, BEYOND_DEPTH_COLOR, "beyond_trained_depth", opacity=0.15)],
-         [dict(x=trained_depth + 0.5, y=0.02, xref="x", yref="paper", showarrow=False, xanchor="left",
+         [dict(x=_ax(trained_depth + 0.5, log), y=0.02, xref="x", yref="paper", showarrow=False, xanchor="left",
                text=f" beyond trained depth ({trained_depth})", font=dict(size=11, color="#555"),
                name="beyond_trained_depth_label")])
     return fig
@@ -202,35 +298,63 @@ def exit_prob_figure(trace, trained_depth: Optional[int] = None, title: Optional
         raise ValueError("this run has no exit probabilities (the model has no exit gate)")
     p = np.asarray(trace.exit_probs, dtype=np.float64)
     K = len(p)
+    log = use_log_steps(K)
     fig = go.Figure(go.Bar(x=_steps(K), y=p, name="p(exit at step)", marker_color="#444",
                            hovertemplate="step %{x}: p(exit) %{y:.3f}<extra></extra>"))
     fig.update_yaxes(range=[0, 1.05])
-    mark_beyond_trained_depth(fig, trained_depth, K)
+    mark_beyond_trained_depth(fig, trained_depth, K, log)
     _base_layout(fig, title or "Exit probability per step (the model's exit gate)", "p(exit)")
     fig.update_layout(height=240, showlegend=False)
-    return fig
+    return _step_axis(fig, K, log)
 
 
-def _decorate_instance(fig: go.Figure, m: TrajectoryMetrics, K: int) -> None:
-    shapes, ann = [], []
+def legend_entry(kind: str, name: str, color: str, dash: str = "solid", group: Optional[str] = None) -> dict:
+    """A shape that is only a legend entry (zero size, nothing drawn in the plot): ``kind`` "rect" (a shaded
+    swatch) or "line".  Clicking it in the legend hides the shapes of its ``group``."""
+    d = dict(type=kind, xref="paper", yref="paper", x0=0, x1=0, y0=0, y1=0, name=name, showlegend=True,
+             legendgroup=group or name)
+    if kind == "rect":
+        d.update(fillcolor=_rgba(color, 0.25), line=dict(width=0))
+    else:
+        d.update(line=dict(color=color, width=2, dash=dash))
+    return d
+
+
+def _decorate_instance(fig: go.Figure, m: TrajectoryMetrics, K: int, log: bool = False) -> None:
+    """Commitments, exploration end and backtracks on a belief figure, each explained by a legend entry with the
+    thresholds in force (run length, KL threshold and window)."""
+    shapes, ann, legend = [], [], []
+    rl = int(m.params.get("run_length", RUN_LENGTH))
+    thr, win = m.params.get("kl_threshold", KL_THRESHOLD), int(m.params.get("kl_window", KL_WINDOW))
     for run in m.commitments:
-        shapes.append(vrect(run.start - 0.5, run.end + 0.5, option_color(run.option), "commitment"))
+        shapes.append({**vrect(run.start - 0.5, run.end + 0.5, option_color(run.option), "commitment"),
+                       "legendgroup": "commitment"})
+    if m.commitments:
+        legend.append(legend_entry("rect", f"commitment: argmax held ≥ {plural(rl, 'step')}", "#555555",
+                                   group="commitment"))
     if m.exploration_end is not None:
-        shapes.append(vline(m.exploration_end, "exploration_end"))
-        ann.append(dict(x=m.exploration_end, y=1.09, xref="x", yref="y", showarrow=False, xanchor="left",
+        shapes.append({**vline(m.exploration_end, "exploration_end"), "legendgroup": "exploration_end"})
+        legend.append(legend_entry("line", f"exploration end: step KL ≤ {thr:g} for {plural(win, 'step')}", "black",
+                                   "dash", group="exploration_end"))
+        ann.append(dict(x=_ax(m.exploration_end, log), y=1.09, xref="x", yref="y", showarrow=False, xanchor="left",
                         text=f" exploration end (step {m.exploration_end})" + (
                             f"; the argmax changes again at step {m.later_argmax_change}"
                             if m.later_argmax_change is not None else ""), font=dict(size=11),
                         name="exploration_label"))
     else:
-        ann.append(dict(x=K, y=1.09, xref="x", yref="y", text="never converged", showarrow=False, xanchor="right",
-                        font=dict(size=11, color="#b00"), name="never_converged"))
-    for a, b in m.backtracks:
-        ann.append(dict(x=b.start, y=1.0, xref="x", yref="y", ax=(a.end + a.start) / 2, ay=1.0, axref="x", ayref="y",
-                        text=f"{LETTERS[a.option]} -> {LETTERS[b.option]}", showarrow=True, arrowhead=2,
-                        arrowcolor=option_color(b.option), font=dict(size=12, color=option_color(b.option)),
-                        bgcolor="rgba(255,255,255,0.8)", name="backtrack"))
-    _add(fig, shapes, ann)
+        ann.append(dict(x=_ax(K, log), y=1.09, xref="x", yref="y", text="never converged", showarrow=False,
+                        xanchor="right", font=dict(size=11, color="#b00"), name="never_converged"))
+    rows = label_rows(backtrack_label_spans(m, K, log))
+    for (a, b), r in zip(m.backtracks, rows):
+        y = BACKTRACK_LABEL_ROWS[r % len(BACKTRACK_LABEL_ROWS)]
+        ann.append(dict(x=_ax(b.start, log), y=y, xref="x", yref="y", ax=_ax((a.end + a.start) / 2, log), ay=y,
+                        axref="x", ayref="y", text=f"{LETTERS[a.option]} -> {LETTERS[b.option]}", showarrow=True,
+                        arrowhead=2, arrowcolor=option_color(b.option),
+                        font=dict(size=12, color=option_color(b.option)), bgcolor="rgba(255,255,255,0.8)",
+                        name="backtrack"))
+    if m.backtracks:
+        legend.append(legend_entry("line", "A -> B: backtrack, one commitment to another", "#444"))
+    _add(fig, shapes + legend, ann)
 
 
 def mass_figure(trace, title: Optional[str] = None, threshold: Optional[float] = None) -> go.Figure:
@@ -251,7 +375,8 @@ def mass_figure(trace, title: Optional[str] = None, threshold: Optional[float] =
          [line_label(thr, f"mass threshold {thr:g}", "mass_threshold_label", color="#666")])
     _grey_low_mass(fig, m)
     fig.update_yaxes(range=[0, 1.02])
-    return _base_layout(fig, title or "Raw option mass (full vocabulary)", "probability")
+    _base_layout(fig, title or "Raw option mass (full vocabulary)", "probability")
+    return _step_axis(fig, K, use_log_steps(K))
 
 
 def kl_figure(trace, threshold: float = KL_THRESHOLD, metrics: Optional[TrajectoryMetrics] = None,
@@ -270,7 +395,8 @@ def kl_figure(trace, threshold: float = KL_THRESHOLD, metrics: Optional[Trajecto
     fig.update_yaxes(type="log", exponentformat="power")
     fig.update_layout(showlegend=False)
     _grey_low_mass(fig, m, legend=False)
-    return _base_layout(fig, title or "Step KL divergence", "KL (nats, log scale)", "step t")
+    _base_layout(fig, title or "Step KL divergence", "KL (nats, log scale)", "step t")
+    return _step_axis(fig, len(kl) + 1, use_log_steps(len(kl) + 1), "step t")
 
 
 def entropy_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Optional[str] = None) -> go.Figure:
@@ -286,7 +412,8 @@ def entropy_figure(trace, metrics: Optional[TrajectoryMetrics] = None, title: Op
     fig.update_yaxes(range=[0, hmax * 1.08])
     fig.update_layout(showlegend=False)
     _grey_low_mass(fig, m, legend=False)
-    return _base_layout(fig, title or "Entropy of the belief", "entropy (nats)")
+    _base_layout(fig, title or "Entropy of the belief", "entropy (nats)")
+    return _step_axis(fig, len(H), use_log_steps(len(H)))
 
 
 def top_tokens_figure(trace, step: int) -> go.Figure:
@@ -306,35 +433,128 @@ def top_tokens_figure(trace, step: int) -> go.Figure:
 
 
 def animated_belief_figure(trace, title: Optional[str] = None, frame_ms: int = 350) -> go.Figure:
-    """Belief per option revealed step by step, with play/pause buttons and a step slider (client-side)."""
+    """Belief per option revealed step by step, with play/pause buttons and a step slider (client-side).
+
+    It opens on the whole run (its marks read against the whole curve); ▶ play replays it from step 1.  The legend
+    sits above the plot area (under the title) and the buttons and slider below the x axis's title, so nothing
+    covers the legend or the curves."""
     probs = np.asarray(trace.probs)
     K, n = probs.shape
-    base = belief_figure(trace, title=title)
+    base = belief_figure(trace, title=title, log_steps=False)  # the animation's x range is linear
     x = _steps(K)
-    for tr in base.data:  # start at step 1
-        tr.x, tr.y = tr.x[:1], tr.y[:1]
     frames = []
     for t in range(1, K + 1):
         frames.append(go.Frame(name=str(t), data=[go.Scatter(x=x[:t], y=probs[:t, i]) for i in range(n)]))
     base.frames = frames
     base.update_xaxes(range=[0.5, K + 0.5])
     play = dict(label="▶ play", method="animate",
-                args=[None, dict(frame=dict(duration=frame_ms, redraw=False), fromcurrent=True,
-                                 transition=dict(duration=0))])
+                args=[[str(t) for t in range(1, K + 1)], dict(frame=dict(duration=frame_ms, redraw=False),
+                                                              mode="immediate", transition=dict(duration=0))])
     pause = dict(label="❚❚ pause", method="animate",
                  args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate",
                                     transition=dict(duration=0))])
     base.update_layout(
-        height=420,
-        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.18, xanchor="left", yanchor="top",
-                          buttons=[play, pause], showactive=False)],
-        sliders=[dict(active=0, x=0.2, len=0.8, y=-0.12, yanchor="top", currentvalue=dict(prefix="step "),
+        height=560,
+        legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom", font=dict(size=12),
+                    title=dict(side="top")),
+        updatemenus=[dict(type="buttons", direction="left", x=0, xanchor="left", y=0, yanchor="top",
+                          pad=dict(t=48, r=10), buttons=[play, pause], showactive=False)],
+        sliders=[dict(active=K - 1, x=0, len=1, xanchor="left", y=0, yanchor="top", pad=dict(t=92, b=0),
+                      currentvalue=dict(prefix="step ", xanchor="right", font=dict(size=13)),
                       steps=[dict(label=str(t), method="animate",
                                   args=[[str(t)], dict(mode="immediate", frame=dict(duration=0, redraw=False),
                                                        transition=dict(duration=0))]) for t in range(1, K + 1)])],
-        margin=dict(l=50, r=20, t=50, b=110),
+        title=dict(y=0.98, yref="container", yanchor="top"),
+        margin=dict(l=55, r=20, t=80, b=40),
     )
     return base
+
+
+def presenter_belief_figure(trace, step: int, font_size: int = 18) -> go.Figure:
+    """The belief up to ``step`` (1-based) in large type, for presenting: the run cut at that step, so only the
+    commitments, exploration end and backtracks known by then are marked, on the whole run's step axis."""
+    K = int(np.asarray(trace.probs).shape[0])
+    t = min(max(int(step), 1), K)
+    fig = belief_figure(trace.truncated(t))
+    fig.update_xaxes(range=[0.5, K + 0.5], title_font=dict(size=font_size), tickfont=dict(size=font_size - 2))
+    fig.update_yaxes(title_text="belief", title_font=dict(size=font_size), tickfont=dict(size=font_size - 2))
+    for tr in fig.data:
+        tr.marker.size = 9
+        tr.line.width = (tr.line.width or 2) + 1
+    for a in fig.layout.annotations:
+        a.font.size = font_size - 2
+        if a.name == "never_converged":  # the run is cut here: not converged *yet*
+            a.x, a.text = K, "not converged yet"
+    fig.update_layout(height=420, font=dict(size=font_size), title=dict(text=""),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom",
+                                  font=dict(size=font_size), title=dict(side="top")),
+                      margin=dict(l=70, r=20, t=20, b=60))
+    return fig
+
+
+DIAGRAM_COLORS = {"input": "#eeeeee", "prelude": "#d6e6f5", "state": "#fff3cd", "core": "#fde2c8",
+                  "coda": "#d9f0d3", "belief": "#ffffff"}
+
+
+def architecture_figure(font_size: int = 14) -> go.Figure:
+    """The looped model as a diagram at the page's width: prompt -> prelude -> core block (repeated, fed a random
+    initial state) -> coda -> belief after every step.  Text is in pixels, so it stays legible at any width."""
+    # (key, column, row, label): four columns, the main flow on the top row.
+    boxes = [("input", 0, 1, "<b>Question</b><br>+ options<br>(tokens)"),
+             ("prelude", 1, 1, "<b>Prelude P</b><br>reads the<br>prompt once"),
+             ("core", 2, 1, "<b>Core block R</b><br>same layers<br>every step"),
+             ("coda", 3, 1, "<b>Coda C</b><br>norm + head"),
+             ("state", 2, 0, "<b>State s(0)</b><br>random start"),
+             ("belief", 3, 0, "<b>Belief</b><br>over A-D<br>after step t")]
+    w, h = 0.39, 0.33  # half width / height of a box (columns are 1 wide, rows 1.2 apart)
+    pos = {k: (c + 0.5, r * 1.2) for k, c, r, _ in boxes}
+    fig = go.Figure()
+    shapes, ann = [], []
+    for k, c, r, label in boxes:
+        x, y = pos[k]
+        shapes.append(dict(type="rect", x0=x - w, x1=x + w, y0=y - h, y1=y + h, xref="x", yref="y",
+                           fillcolor=DIAGRAM_COLORS[k], line=dict(color="#555", width=1.5), layer="below",
+                           name=f"box_{k}"))
+        ann.append(dict(x=x, y=y, text=label, showarrow=False, font=dict(size=font_size, color="#222"),
+                        name=f"label_{k}"))
+
+    def arrow(a, b, label="", side="top"):
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        if y0 == y1:  # horizontal: box edge to box edge
+            s, e = (x0 + w, y0), (x1 - w, y1)
+        else:  # vertical
+            d = 1 if y1 > y0 else -1
+            s, e = (x0, y0 + d * h), (x1, y1 - d * h)
+        ann.append(dict(x=e[0], y=e[1], ax=s[0], ay=s[1], xref="x", yref="y", axref="x", ayref="y", text="",
+                        showarrow=True, arrowhead=2, arrowsize=1.3, arrowwidth=2, arrowcolor="#444",
+                        name=f"arrow_{a}_{b}"))
+        if label:
+            mx, my = (s[0] + e[0]) / 2, (s[1] + e[1]) / 2
+            kw = (dict(y=my + 0.05, yanchor="bottom") if side == "top" else
+                  dict(x=mx + 0.04, xanchor="left", y=my) if side == "right" else dict(y=my))
+            ann.append(dict(**{"x": mx, "y": my, **kw}, text=label, showarrow=False,
+                            font=dict(size=font_size - 1, color="#333"), name=f"arrow_label_{a}_{b}"))
+
+    arrow("input", "prelude")
+    arrow("prelude", "core", "e")
+    arrow("state", "core", "s(0)", side="right")
+    arrow("core", "coda", "s(t)")
+    arrow("coda", "belief", "every step", side="right")
+    # the loop over the core block: out of its top right, back into its top left
+    cx, top = pos["core"][0], pos["core"][1] + h
+    shapes.append(dict(type="path", path=f"M {cx + 0.18},{top} C {cx + 0.22},{top + 0.42} {cx - 0.22},{top + 0.42} "
+                                         f"{cx - 0.18},{top + 0.06}", xref="x", yref="y",
+                       line=dict(color="#444", width=2), name="loop"))
+    ann.append(dict(x=cx - 0.18, y=top, ax=cx - 0.185, ay=top + 0.08, xref="x", yref="y", axref="x", ayref="y",
+                    text="", showarrow=True, arrowhead=2, arrowsize=1.3, arrowwidth=2, arrowcolor="#444",
+                    name="loop_arrow"))
+    ann.append(dict(x=cx, y=top + 0.34, yanchor="bottom", showarrow=False, font=dict(size=font_size, color="#222"),
+                    text="repeat K times: s(t) = R(s(t−1), e)", name="loop_label"))
+    fig.update_layout(shapes=shapes, annotations=ann, template=TEMPLATE, height=360, showlegend=False,
+                      margin=dict(l=5, r=5, t=10, b=5), hovermode=False, dragmode=False)
+    fig.update_xaxes(range=[0, 4], visible=False, fixedrange=True)
+    fig.update_yaxes(range=[-h - 0.08, 1.2 + h + 0.62], visible=False, fixedrange=True)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------- several runs
@@ -355,7 +575,8 @@ def seed_spread_figure(traces: Sequence[Trace], title: Optional[str] = None) -> 
         fig.add_trace(go.Scatter(x=x, y=med[:, i], mode="lines", name=option_name(i, ref.options[i], ref.correct),
                                  line=dict(color=c, width=3 if i == ref.correct else 2)))
     fig.update_yaxes(range=[0, 1.02])
-    return _base_layout(fig, title or f"Belief over {S} seeds (median, min-max band)", "belief")
+    _base_layout(fig, title or f"Belief over {plural(S, 'seed')} (median, min-max band)", "belief")
+    return _step_axis(fig, K, use_log_steps(K))
 
 
 # A band narrower than this everywhere is "zero width": every run gave the same curve (up to float noise; on a
@@ -444,43 +665,65 @@ def entropy_bands_figure(bands: Mapping[str, Union[Band, Tuple[np.ndarray, np.nd
 
 
 # ---------------------------------------------------------------------------------------------- geometry
+# One colour per run (seed or variant) of the geometry plot: ColorBrewer's Dark2, which shares no colour with the
+# option colours (a run is not an option).
+RUN_COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+PATH_MARKER_SIZES = (4, 13)  # marker size at the first and the last step
+
+
+def run_color(j: int) -> str:
+    return RUN_COLORS[j % len(RUN_COLORS)]
+
+
 def projection_figure(paths: Sequence[Tuple[str, np.ndarray]], title: Optional[str] = None,
                       method: str = "PCA") -> go.Figure:
-    """2-D paths of the latent state, one per run: lines, markers coloured by step, start ○ and end ★ marked."""
+    """2-D paths of the latent state, one colour and one legend entry per run; the step is the marker size
+    (small at step 1, large at the last step); start ○ and end ★ in the run's colour."""
     fig = go.Figure()
-    dashes = ["solid", "dash", "dot", "dashdot", "longdash"]
+    lo, hi = PATH_MARKER_SIZES
     for j, (label, xy) in enumerate(paths):
         label = text(label)
         xy = np.asarray(xy)
         K = len(xy)
+        c = run_color(j)
         fig.add_trace(go.Scatter(
-            x=xy[:, 0], y=xy[:, 1], mode="lines+markers", name=label,
-            line=dict(color="rgba(80,80,80,0.5)", width=1.5, dash=dashes[j % len(dashes)]),
-            marker=dict(size=8, color=_steps(K), colorscale="Viridis", cmin=1, cmax=K,
-                        showscale=j == 0, colorbar=dict(title="step", thickness=12) if j == 0 else None),
+            x=xy[:, 0], y=xy[:, 1], mode="lines+markers", name=label, legendgroup=f"run{j}",
+            line=dict(color=_rgba(c, 0.55), width=2),
+            marker=dict(size=np.linspace(lo, hi, K) if K > 1 else [hi], color=c, opacity=0.85,
+                        line=dict(width=0.5, color="white")),
             text=[f"{label}, step {t}" for t in _steps(K)], hovertemplate="%{text}<extra></extra>",
         ))
         fig.add_trace(go.Scatter(x=xy[:1, 0], y=xy[:1, 1], mode="markers", showlegend=False, name=f"{label} start",
-                                 marker=dict(size=14, symbol="circle-open", color="black", line=dict(width=2)),
-                                 hovertemplate=f"{label}: start<extra></extra>"))
+                                 legendgroup=f"run{j}",
+                                 marker=dict(size=16, symbol="circle-open", color=c, line=dict(width=2.5)),
+                                 hovertemplate=f"{label}: start (step 1)<extra></extra>"))
         fig.add_trace(go.Scatter(x=xy[-1:, 0], y=xy[-1:, 1], mode="markers", showlegend=False, name=f"{label} end",
-                                 marker=dict(size=16, symbol="star", color="black"),
+                                 legendgroup=f"run{j}",
+                                 marker=dict(size=18, symbol="star", color=c, line=dict(width=1, color="black")),
                                  hovertemplate=f"{label}: end (step {K})<extra></extra>"))
-    fig.update_layout(hovermode="closest")
-    return _base_layout(fig, title or f"Latent state at the last position ({method}, ○ start, ★ end)",
+    fig.update_layout(hovermode="closest", legend_title_text="run (click to hide)")
+    return _base_layout(fig, title or f"Latent state at the last position ({method}): ○ start, ★ end",
                         f"{method} 2", f"{method} 1")
 
 
+# Sequential, light (converged: close to the final state) to dark (far from it), monotone in lightness
+# (ColorBrewer Blues).
+CONVERGENCE_SCALE = ["#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c",
+                     "#08306b"]
+
+
 def convergence_heatmap(cmap: np.ndarray, tokens: Sequence[str], title: Optional[str] = None) -> go.Figure:
-    """Each prompt position's relative distance to its final state per step, on a log colour scale."""
+    """Each prompt position's relative distance to its final state per step, on a log colour scale that is
+    sequential (light = at the final state, dark = far from it)."""
     z = np.log10(np.maximum(np.asarray(cmap, dtype=float), 1e-6))
     K, S = z.shape
     labels = [f"{j}: {text(repr(tok))}" for j, tok in enumerate(tokens)]
     lo, hi = float(np.floor(z.min())), float(np.ceil(max(z.max(), z.min() + 1)))
     ticks = np.arange(lo, hi + 1)
     fig = go.Figure(go.Heatmap(
-        z=z.T, x=_steps(K), y=labels, colorscale="Magma_r", zmin=lo, zmax=hi,
-        colorbar=dict(title="distance to final", tickvals=ticks, ticktext=[f"1e{int(v)}" for v in ticks]),
+        z=z.T, x=_steps(K), y=labels, colorscale=CONVERGENCE_SCALE, zmin=lo, zmax=hi,
+        colorbar=dict(title=dict(text="distance to<br>the final state<br>(relative, log)", side="top"),
+                      len=0.85, y=0, yanchor="bottom", tickvals=ticks, ticktext=[f"1e{int(v)}" for v in ticks]),
         hovertemplate="step %{x}<br>%{y}<br>log10 distance %{z:.2f}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", showticklabels=S <= 80, tickfont=dict(size=9))

@@ -19,7 +19,8 @@ from plotly.subplots import make_subplots
 
 from .dynamics import Dynamics
 from .counterfactual import change_summary
-from .plots import LAYOUT, VARIANT_COLORS, VARIANT_NAMES, band_traces, belief_figure, option_color, option_name
+from .plots import (LABEL_PLOT_PX, LAYOUT, VARIANT_COLORS, VARIANT_NAMES, band_traces, belief_figure, label_rows,
+                    option_color, option_name)
 from .settings import LETTERS
 
 STOP_COLORS = {"kl": "#636efa", "entropy": "#00cc96", "argmax": "#ab63fa", "latent": "#ffa15a",
@@ -120,19 +121,35 @@ def event_profile_figure(profiles: Mapping[str, Mapping], quantity_title: str = 
 
 
 # ---------------------------------------------------------------------------------------------- exit rules
-def with_stop_marks(fig: go.Figure, stops: Sequence, y: float = 1.03) -> go.Figure:
-    """A copy of a belief figure with each rule's stop step marked (shape ``stop:<label>``, short label)."""
+def with_stop_marks(fig: go.Figure, stops: Sequence, y: float = 0.035) -> go.Figure:
+    """A copy of a belief figure with the rules' stop steps marked at the foot of the plot: per rule a short tick
+    in its colour (shape ``stop:<label>``), stacked when several rules stop at the same step; one dotted line per
+    distinct step (shape ``stop_step``) and a numbered tag (1, 2, ... in step order; the rules in its hover) over
+    each stack, tags of near steps staggered so that none overlap."""
     out = go.Figure(fig)
     shapes, ann = list(out.layout.shapes), list(out.layout.annotations)
     by_step: dict = {}
     for s in stops:
-        label = f"{s.rule} {s.setting}".strip()
-        color = STOP_COLORS.get(s.rule, "#444")
-        shapes.append(_vline(s.step, f"stop:{label}", color=color, dash="dot", width=1.2))
-        by_step.setdefault(s.step, []).append(label + ("" if s.fired else " (never fired)"))
-    for step, labels in sorted(by_step.items()):
-        ann.append(dict(x=step, y=y, xref="x", yref="paper", showarrow=False, textangle=-90, xanchor="right",
-                        yanchor="top", text="<br>".join(labels), font=dict(size=9, color="#555"), name="stop_label"))
+        by_step.setdefault(s.step, []).append(s)
+    log = out.layout.xaxis.type == "log"
+    xs = sorted(by_step)
+    K = max(xs + [len(out.data[0].x) if out.data and out.data[0].x is not None else 1])
+    lo, hi = (np.log10(0.8), np.log10(K + 0.6)) if log else (0.5, K + 0.5)
+    frac = [((np.log10(x) if log else x) - lo) / (hi - lo) for x in xs]
+    half = 9 / LABEL_PLOT_PX
+    rows = label_rows([(f - half, f + half) for f in frac])
+    for k, (step, r) in enumerate(zip(xs, rows), start=1):
+        rules = by_step[step]
+        shapes.append(_vline(step, "stop_step", color="#999", dash="dot", width=1))
+        for j, s in enumerate(rules):
+            label = f"{s.rule} {s.setting}".strip()
+            shapes.append(dict(type="line", xref="x", yref="paper", x0=step, x1=step, y0=j * y, y1=(j + 1) * y,
+                               name=f"stop:{label}", line=dict(color=STOP_COLORS.get(s.rule, "#444"), width=6)))
+        names = ", ".join(f"{s.rule} {s.setting}".strip() + ("" if s.fired else " (never fired)") for s in rules)
+        ann.append(dict(x=float(np.log10(step)) if log else step, y=len(rules) * y + 0.01 + 0.07 * r, xref="x",
+                        yref="paper", yanchor="bottom", showarrow=False, text=f"<b>{k}</b>",
+                        font=dict(size=10, color="#333"), bgcolor="rgba(255,255,255,0.9)", bordercolor="#999",
+                        borderwidth=1, borderpad=1, hovertext=f"step {step}: {names}", name="stop_label"))
     out.update_layout(shapes=shapes, annotations=ann)
     return out
 

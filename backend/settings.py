@@ -33,6 +33,9 @@ MAX_PROMPT_CHARS = 200_000    # a rendered prompt (checked before it is built, t
 
 # --- recurrent steps -------------------------------------------------------------------------------------------
 MIN_STEPS, MAX_STEPS, DEFAULT_STEPS = 1, 256, 30
+# Above this many steps the step axis of the one-run figures is logarithmic: a run's dynamics mostly sit in its first
+# tens of steps, which a linear axis of 256 steps squeezes into a few pixels.
+LOG_STEP_AXIS_ABOVE = 50
 
 # --- metric thresholds (method.md; every one is a parameter with this default) ---------------------------------
 KL_THRESHOLD = 0.01   # exploration ends when this many consecutive step KLs are <= the threshold

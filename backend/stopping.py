@@ -33,6 +33,7 @@ from .errors import UsageError
 from .metrics import entropy, exploration_end, step_kl
 from .settings import (KL_THRESHOLD, KL_WINDOW, STOP_ARGMAX_RUNS, STOP_ENTROPY_THRESHOLDS, STOP_EXIT_QUANTILES,
                        STOP_KL_THRESHOLDS, STOP_LATENT_THRESHOLDS)
+from .stats import CI, bootstrap_weights, percentile_interval
 
 RULE_NAMES = ("kl", "entropy", "argmax", "latent", "exit_gate", "exploration", "last", "oracle")
 
@@ -193,7 +194,7 @@ def record_of(trace) -> dict:
 
 
 def exit_rule_table(records: Iterable[Mapping], rules: Optional[Sequence[Rule]] = None,
-                    by: str = "variant") -> List[dict]:
+                    by: str = "variant", n_boot: int = 0, seed: int = 0, ci: float = CI) -> List[dict]:
     """One row per (group, rule, setting): ``n``, ``mean_steps``, ``accuracy``, ``never_stopped`` (share of
     runs where the rule never fired and the last step was used), ``agrees_with_final`` (share whose answer at
     the stop is the final answer), ``steps`` (K when all runs have the same length).
@@ -202,10 +203,15 @@ def exit_rule_table(records: Iterable[Mapping], rules: Optional[Sequence[Rule]] 
     optional ``states`` [K, E] and ``exit_probs`` [K].  Accuracy is over runs with a correct option (None when
     there are none, e.g. the NCA variant).  The last-step rule's accuracy is the final accuracy; the oracle
     has the same accuracy with the fewest steps that give it.
+
+    ``n_boot`` > 0 adds percentile bootstrap intervals (level ``ci``) of ``mean_steps`` and ``accuracy``
+    (``*_low`` / ``*_high``) resampling items (the records' ``item_id``; each record its own cluster when it has
+    none), the report's scheme, plus ``n_items``.
     """
     rules = list(rules) if rules is not None else default_rules()
     acc: Dict[Tuple[object, str, str], Dict[str, list]] = {}
     order: List[Tuple[object, str, str]] = []
+    n_rec = 0
     for rec in records:
         p = _beliefs(rec["probs"])
         K = p.shape[0]
@@ -214,15 +220,19 @@ def exit_rule_table(records: Iterable[Mapping], rules: Optional[Sequence[Rule]] 
         for st in stops(p, rec.get("states"), rec.get("exit_probs"), rules):
             key = (rec.get(by), st.rule, st.setting)
             if key not in acc:
-                acc[key] = {"steps": [], "correct": [], "fired": [], "agree": [], "K": []}
+                acc[key] = {"steps": [], "correct": [], "fired": [], "agree": [], "K": [], "item": [], "citem": []}
                 order.append(key)
             a = acc[key]
+            item = rec.get("item_id")
+            a["item"].append(item if item is not None else f"#{n_rec}")
             a["steps"].append(st.step)
             a["fired"].append(st.fired)
             a["agree"].append(st.answer == final)
             a["K"].append(K)
             if correct is not None:
                 a["correct"].append(st.answer == int(correct))
+                a["citem"].append(a["item"][-1])
+        n_rec += 1
     rows = []
     rule_rank = {r.label: i for i, r in enumerate(rules)}
     for key in sorted(order, key=lambda k: (str(k[0]), rule_rank.get(f"{k[1]} {k[2]}".strip(), 99))):
@@ -236,7 +246,30 @@ def exit_rule_table(records: Iterable[Mapping], rules: Optional[Sequence[Rule]] 
             "agrees_with_final": float(np.mean(a["agree"])),
             "steps": Ks.pop() if len(Ks) == 1 else None,
         })
+        if n_boot > 0:
+            rows[-1].update(_intervals(a, n_boot, seed, ci))
     return rows
+
+
+def _cluster_mean(values: Sequence[float], clusters: Sequence[object], n_boot: int, seed: int, ci: float):
+    """(low, high) of the mean of ``values`` under a bootstrap over ``clusters`` (None, None when empty)."""
+    if not len(values):
+        return None, None
+    codes: Dict[object, int] = {}
+    idx = np.array([codes.setdefault(c, len(codes)) for c in clusters])
+    num = np.bincount(idx, weights=np.asarray(values, dtype=np.float64), minlength=len(codes))
+    den = np.bincount(idx, minlength=len(codes)).astype(np.float64)
+    W = bootstrap_weights(len(codes), n_boot, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo, hi = percentile_interval((W @ num) / (W @ den), ci)
+    return float(lo), float(hi)
+
+
+def _intervals(a: Mapping[str, list], n_boot: int, seed: int, ci: float) -> dict:
+    slo, shi = _cluster_mean(a["steps"], a["item"], n_boot, seed, ci)
+    alo, ahi = _cluster_mean([float(x) for x in a["correct"]], a["citem"], n_boot, seed, ci)
+    return {"mean_steps_low": slo, "mean_steps_high": shi, "accuracy_low": alo, "accuracy_high": ahi,
+            "n_items": len(set(a["item"])), "ci": ci, "n_boot": n_boot}
 
 
 def records_from_results(df, hidden: Optional[np.ndarray] = None) -> List[dict]:
@@ -249,13 +282,17 @@ def records_from_results(df, hidden: Optional[np.ndarray] = None) -> List[dict]:
         raise UsageError(f"{len(hidden)} hidden-state rows for {len(df)} result rows")
     out = []
     has_exit = "exit_prob" in df.columns
+    has_item = "item_id" in df.columns
     for i, row in enumerate(df.itertuples(index=False)):
+        ex = getattr(row, "exit_prob") if has_exit else None
         out.append({
             "probs": np.stack([np.asarray(r, dtype=np.float64) for r in row.belief]),
             "correct": _opt_int(row.correct), "variant": row.variant,
+            "item_id": row.item_id if has_item else None,
             "states": None if hidden is None else hidden[i],
-            "exit_probs": None if not has_exit or getattr(row, "exit_prob") is None
-            else np.asarray(getattr(row, "exit_prob"), dtype=np.float64),
+            # null in rows of families without an exit gate (and in parts written before the column existed)
+            "exit_probs": None if ex is None or (np.ndim(ex) == 0 and not np.isfinite(float(ex)))
+            else np.asarray(ex, dtype=np.float64),
         })
     return out
 
@@ -270,6 +307,6 @@ def _opt_int(x) -> Optional[int]:
 
 
 def exit_rule_table_for_results(df, hidden: Optional[np.ndarray] = None,
-                                rules: Optional[Sequence[Rule]] = None) -> List[dict]:
+                                rules: Optional[Sequence[Rule]] = None, n_boot: int = 0) -> List[dict]:
     """The exit-rule table of a results set (see :func:`backend.stopping.exit_rule_table`)."""
-    return exit_rule_table(records_from_results(df, hidden), rules)
+    return exit_rule_table(records_from_results(df, hidden), rules, n_boot=n_boot)

@@ -6,13 +6,17 @@ Everything returns :class:`~backend.items.Item` / :class:`~backend.items.Benchma
 """
 from __future__ import annotations
 
+import functools
 import json
+import random
 import re
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
-from .errors import UsageError
-from .items import Benchmark, BenchmarkItem, Item, LineError, parse_benchmark_lines
+from . import cups, fit
+from .errors import LoopLensError, UsageError
+from .items import Benchmark, BenchmarkItem, Item, LineError, load_benchmark, parse_benchmark_lines
+from .models import LoadedModel, load_tokenizer, resolve_model_path
 from .settings import BENCHMARKS_DIR, DEFAULT_SEED, LETTERS, MAX_OPTIONS, MIN_OPTIONS
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # uploaded benchmark files (the server's own limit is in .streamlit/config.toml)
@@ -43,20 +47,124 @@ def notation(name: Optional[str]) -> Optional[str]:
     return CUPS_NOTATION if stem.startswith("cups-") else None
 
 
-def benchmark_files(model: Optional[str] = None) -> List[Path]:
-    """Benchmark JSONL files shipped in data/benchmarks; the model's own test set first, then general-qa."""
+ModelRef = Union[None, str, Path, LoadedModel]
+FIT_SAMPLE = 200  # items of a benchmark file checked for words a model does not know (spread over the file)
+UNFIT_LABEL = "words this model does not know"
+OWN_SPLIT_ORDER = ("test", "probe", "hard")  # a model's own files: held-out test, the cue-breaking probe, longer
+
+
+def _model_name(model: ModelRef) -> Optional[str]:
+    if model is None:
+        return None
+    return Path(str(model.name if isinstance(model, LoadedModel) else model)).name or None
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer_at(path: str, mtime: float):
+    return load_tokenizer(path)
+
+
+def _tokenizer(model: ModelRef):
+    """The model's tokenizer (a bundle's own, or read from its directory), or None when it cannot be read."""
+    if isinstance(model, LoadedModel):
+        return model.tokenizer
+    if not model:
+        return None
+    try:
+        path = resolve_model_path(model)
+        tok_file = path / "tokenizer.json"
+        return _tokenizer_at(str(path), tok_file.stat().st_mtime)
+    except (LoopLensError, OSError):
+        return None
+
+
+def _item_texts(it: BenchmarkItem) -> List[str]:
+    return [it.question, it.answer, *it.distractors, *it.easy_distractors, *([it.nca_distractor] if it.nca_distractor else [])]
+
+
+@functools.lru_cache(maxsize=64)
+def _unknown_in_file(tok, path: str, mtime: float) -> Tuple[str, ...]:
+    bench = load_benchmark(path)
+    items = bench.items
+    if len(items) > FIT_SAMPLE:  # evenly spread over the file
+        items = [items[round(k * (len(items) - 1) / (FIT_SAMPLE - 1))] for k in range(FIT_SAMPLE)]
+    out: List[str] = []
+    for it in items:
+        for text in _item_texts(it):
+            for w in fit.unknown_words(tok, text or ""):
+                if w not in out:
+                    out.append(w)
+    return tuple(out)
+
+
+def benchmark_unknown_words(model: ModelRef, path: Union[str, Path]) -> Tuple[str, ...]:
+    """Words in (a sample of up to 200 items of) a benchmark file that the model does not know, in order of first
+    appearance; () when it knows them all or its tokenizer cannot be read.  Cached per (model, file)."""
+    tok = _tokenizer(model)
+    if tok is None or fit.unk_token_id(tok) is None:
+        return ()
+    path = Path(path)
+    try:
+        mtime = path.stat().st_mtime
+        return _unknown_in_file(tok, str(path), mtime)
+    except (LoopLensError, OSError):
+        return ()
+
+
+def benchmark_files(model: ModelRef = None) -> List[Path]:
+    """Benchmark JSONL files shipped in data/benchmarks, those that fit the model first: the model's own files
+    (``<model>-test``, then its other splits), general-qa, the rest; files with words the model does not know
+    (:func:`benchmark_unknown_words`) come last.  ``model``: a shipped name, a directory or a loaded bundle."""
     if not BENCHMARKS_DIR.is_dir():
         return []
-    name = Path(model).name if model else None
+    name = _model_name(model)
 
     def rank(p: Path):
         if name and p.name == f"{name}-test.jsonl":
-            return (0, p.name)
+            return (0, 0, p.name)
+        if name and p.name.startswith(f"{name}-"):
+            split = p.stem[len(name) + 1:]
+            return (1, OWN_SPLIT_ORDER.index(split) if split in OWN_SPLIT_ORDER else len(OWN_SPLIT_ORDER), p.name)
         if p.name == "general-qa.jsonl":
-            return (1, p.name)
-        return (2, p.name)
+            return (2, 0, p.name)
+        return (3, 0, p.name)
 
-    return sorted(BENCHMARKS_DIR.glob("*.jsonl"), key=rank)
+    files = sorted(BENCHMARKS_DIR.glob("*.jsonl"), key=rank)
+    return sorted(files, key=lambda p: bool(benchmark_unknown_words(model, p)))  # stable: fitting ones first
+
+
+def benchmark_label(model: ModelRef, path: Union[str, Path]) -> str:
+    """A benchmark file's name for a picker, with "(words this model does not know)" when it does not fit."""
+    name = Path(path).name
+    return f"{name} ({UNFIT_LABEL})" if benchmark_unknown_words(model, path) else name
+
+
+def example_item(model: ModelRef = None) -> BenchmarkItem:
+    """A question the model understands, for pre-filled boxes and the built-in fallback: an item of the model's
+    own test split when one is shipped (the first with 3 or more swaps for the cups splits), a cups question for a model with the cups vocabulary, else
+    :data:`EXAMPLE_ITEM` (English)."""
+    name = _model_name(model)
+    candidates: List[BenchmarkItem] = []
+    own = BENCHMARKS_DIR / f"{name}-test.jsonl" if name else None
+    if own is not None and own.is_file():
+        try:
+            items = load_benchmark(own).items
+            # one with a few swaps shows more than the shortest (the splits carry "swaps")
+            candidates += sorted(items, key=lambda it: (it.extra or {}).get("swaps", 3) < 3)[:1]
+        except (LoopLensError, OSError):
+            pass
+    tok = _tokenizer(model)
+    if name and name.startswith("cups-") or (tok is not None and fit.is_word_level(tok)
+                                                 and set(fit.vocabulary_words(tok)) <= set(cups.WORDS)):
+        start, swaps = 1, ["s34", "s23", "s13"]
+        d = cups.make_item(start, swaps, cups.simulate(start, swaps), "example-cups", random.Random(0))
+        candidates.append(BenchmarkItem(**{k: d[k] for k in ("id", "domain", "question", "answer", "distractors",
+                                                              "easy_distractors", "nca_distractor")}))
+    candidates.append(EXAMPLE_ITEM)
+    for it in candidates:
+        if tok is None or not any(fit.unknown_words(tok, t) for t in _item_texts(it)):
+            return it
+    return candidates[0]
 
 
 def parse_upload(data: bytes, name: str = "upload") -> Benchmark:

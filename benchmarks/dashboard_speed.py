@@ -1,6 +1,7 @@
-"""Dashboard speed on this machine (AppTest timing; run: python benchmarks/dashboard_speed.py [--model M]).
+"""Dashboard speed on this machine.
 
-Measures, with the default model (or --model / $LOOPLENS_DEFAULT_MODEL):
+``python benchmarks/dashboard_speed.py [--model M]`` (AppTest, server-side) measures, with the default model
+(or --model / $LOOPLENS_DEFAULT_MODEL):
   * first page load to first plot (fresh process: imports, model load, first 30-step run, all figures),
   * a rerun that needs no new model run (cached trace and figures; e.g. a widget that changes nothing),
   * a new 30-step run of one question (a new seed: model forward for the seeds batch + all figures),
@@ -8,27 +9,164 @@ Measures, with the default model (or --model / $LOOPLENS_DEFAULT_MODEL):
   * a step-slider move (fragment rerun, no model run).
 AppTest runs the page script in-process without a browser, so these are server-side times; a browser adds
 transfer and drawing.  Prints a Markdown table (median of --repeat runs).
+
+``python benchmarks/dashboard_speed.py --browser [--launch old,new] [--old-repo DIR] [--pages explore,...]``
+measures what a user waits for in a real browser (headless Chromium + Playwright): for every launcher, page and
+repetition a *fresh* server is started (``old``: ``streamlit run app.py``, in ``--old-repo`` if given; ``new``:
+``streamlit run serve.py``; ``cli``: ``python -m backend app``, the same server behind the CLI's imports),
+the benchmark waits until its health endpoint (``/_stcore/health``) answers, then opens a fresh browser session
+on the page and times ``page.goto`` to the first Plotly chart drawn (its SVG in the page).  Also reported: the
+server's start (launch to healthy) and a second fresh session on the same server.  Prints a Markdown table
+(median and max of --repeat servers) and the old/new ratio.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+LAUNCHERS = {  # name -> (command, how it is given the port)
+    "old": ([sys.executable, "-m", "streamlit", "run", "app.py"], "streamlit"),
+    "new": ([sys.executable, "-m", "streamlit", "run", "serve.py"], "streamlit"),
+    "cli": ([sys.executable, "-m", "backend", "app"], "cli"),
+}
+PAGE_PATHS = {"explore": "/", "compare": "/compare", "benchmark": "/benchmark", "learn": "/learn"}
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FIRST_CHART = "document.querySelector('.js-plotly-plot .main-svg') !== null"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _server(launch: str, repo: Path):
+    """A fresh server started with ``launch`` in ``repo``; yields (url, seconds from launch to a healthy health
+    endpoint)."""
+    port = _free_port()
+    cmd, style = LAUNCHERS[launch]
+    if style == "cli":
+        cmd = cmd + ["--port", str(port), "--address", "127.0.0.1"]
+    else:
+        cmd = cmd + ["--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+                     "--browser.gatherUsageStats", "false"]
+    log = open(REPO / "benchmarks" / f".dashboard_speed_{launch}.log", "w")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"{launch} server exited with {proc.returncode}; see {log.name}")
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.05)
+        yield url, time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _first_chart(browser, url: str) -> float:
+    """Seconds from page.goto in a fresh browser session to the first Plotly chart drawn."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = ctx.new_page()
+        t = time.perf_counter()
+        page.goto(url)
+        page.wait_for_function(FIRST_CHART, timeout=300_000, polling=20)
+        dt = time.perf_counter() - t
+        if page.locator("[data-testid='stException']").count():
+            raise SystemExit(f"exception on {url}: {page.locator('[data-testid=stException]').first.inner_text()}")
+        return dt
+    finally:
+        ctx.close()
+
+
+def browser_main(a) -> None:
+    from playwright.sync_api import sync_playwright
+
+    launches = [x.strip() for x in a.launch.split(",") if x.strip()]
+    pages = [x.strip() for x in a.pages.split(",") if x.strip()]
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    res = {}  # (launch, page) -> {"start": [...], "first": [...], "second": [...]}
+    load = [os.getloadavg()[0]]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
+        for rep in range(a.repeat):
+            for page in pages:
+                for launch in launches:  # interleaved, so a change in the machine's load hits both alike
+                    r = res.setdefault((launch, page), {"start": [], "first": [], "second": []})
+                    repo = Path(a.old_repo) if launch == "old" and a.old_repo else REPO
+                    with _server(launch, repo) as (url, start):
+                        first = _first_chart(browser, url + PAGE_PATHS[page])
+                        second = _first_chart(browser, url + PAGE_PATHS[page])
+                    load.append(os.getloadavg()[0])
+                    r["start"].append(start)
+                    r["first"].append(first)
+                    r["second"].append(second)
+                    print(f"# rep {rep + 1} {page:9s} {launch}: server up {start:5.2f} s, first chart {first:5.2f} s, "
+                          f"second session {second:5.2f} s (load {load[-1]:.1f})", file=sys.stderr, flush=True)
+        browser.close()
+    med = statistics.median
+    print(f"model: {os.environ.get('LOOPLENS_DEFAULT_MODEL') or 'default (first shipped)'}; "
+          f"torch threads: {os.environ.get('LOOPLENS_TORCH_THREADS', 'default (cores/2)')}; "
+          f"1-min load average during the runs: {min(load):.1f}-{max(load):.1f}; {a.repeat} fresh servers each\n")
+    print("| page | launcher | server start to healthy (s) | first chart after healthy: median (max) (s) | "
+          "second session (s) |")
+    print("|---|---|---|---|---|")
+    for page in pages:
+        for launch in launches:
+            r = res[(launch, page)]
+            print(f"| {page} | {launch} | {med(r['start']):.2f} | **{med(r['first']):.2f}** ({max(r['first']):.2f}) | "
+                  f"{med(r['second']):.2f} |")
+    if "old" in launches and "new" in launches:
+        print()
+        for page in pages:
+            o, n = med(res[("old", page)]["first"]), med(res[("new", page)]["first"])
+            so = med(res[("old", page)]["start"]) + o
+            sn = med(res[("new", page)]["start"]) + n
+            print(f"- {page}: first chart after healthy old/new = {o:.2f}/{n:.2f} s = **{o / n:.1f}x**; "
+                  f"launch to first chart {so:.2f}/{sn:.2f} s = {so / sn:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--browser", action="store_true", help="real browser, fresh servers (see the docstring)")
+    ap.add_argument("--launch", default="old,new", help="launchers to compare: old (streamlit run app.py), "
+                    "new (streamlit run serve.py), cli (python -m backend app: the same as new)")
+    ap.add_argument("--old-repo", default=None, help="run the old launcher in this checkout (e.g. the commit "
+                    "before the change, from `git archive`); default: this one")
+    ap.add_argument("--pages", default="explore,compare,benchmark,learn")
     a = ap.parse_args()
     if a.model:
         os.environ["LOOPLENS_DEFAULT_MODEL"] = a.model
+    if a.browser:
+        browser_main(a)
+        return
     from streamlit.testing.v1 import AppTest
 
     from backend.models.runtime import default_model

@@ -9,10 +9,18 @@ Start-up: app.py imports this module before anything else, and it imports everyt
 one throwaway figure so that Plotly's lazily loaded parts are loaded too.  Python's import lock makes every
 other session wait until this module is complete, so sessions that open at once on a fresh server never import
 a large package concurrently (which raced: "partially initialized module 'pandas'").
+
+Server start (``python -m backend app``, i.e. ``streamlit run serve.py``): :func:`warm_up` runs before the server
+accepts a connection: it imports this module, loads the default model and traces the first view's question, so
+the first session only draws.  Objects made by then are frozen out of the garbage collector (``gc.freeze``):
+Streamlit runs a full collection after every script run, which otherwise walks the ~400k objects of torch,
+transformers and pandas each time (0.4 s idle, seconds on a busy machine).
 """
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 import re
 import threading
 import time
@@ -25,13 +33,14 @@ import plotly.io
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from backend import learn, plots, projection, report, report_source, summaries, uploads  # noqa: F401 (preload)
+from backend import fit, learn, plots, projection, report, report_source, summaries, uploads  # noqa: F401 (preload)
 from backend.errors import LoopLensError, friendly_error
 from backend.items import load_benchmark as read_benchmark
-from backend.models import describe, load_bundle, resolve_model_path
+from backend.models import allowed_roots, describe_checkpoint, load_bundle, resolve_model_path
 from backend.models import runtime
 from backend.projection import start_umap_warmup
-from backend.settings import DEFAULT_SEED, DEFAULT_STEPS, RUN_LENGTH, SHORT_TRAJECTORY_STEPS
+from backend.settings import (DEFAULT_N_SEEDS, DEFAULT_SEED, DEFAULT_STEPS, ENV_MODEL_ROOTS, MAX_STEPS, MIN_STEPS,
+                              RUN_LENGTH, SHORT_TRAJECTORY_STEPS)
 from backend.trace import TraceRequest, TraceSet
 
 
@@ -89,6 +98,62 @@ def ensure_navigation() -> None:
         st.rerun()
 
 
+
+def default_view_request(model: str, bundle) -> Optional[TraceRequest]:
+    """The run a fresh Explore session opens on for ``model`` (the defaults of pages/explore.py and the sidebar:
+    the model's first benchmark, its curated item or the first one, base variant, answer order 0, the model's
+    trained depth, seeds 0.. for the robustness panel), or None when there is no benchmark.  Used to trace that
+    view at server start; tests/pages/test_startup.py checks that Explore's first run finds it."""
+    files = uploads.benchmark_files(model)
+    if not files:
+        return None
+    items = uploads.filter_items(load_benchmark(files[0]).items, [], "base", "")
+    if not items:
+        return None
+    ids = [it.id for it in items]
+    item_id = learn.interesting_item_id(bundle.name, ids) or ids[0]
+    item = items[ids.index(item_id)].instance("base", 0)
+    steps = min(MAX_STEPS, max(MIN_STEPS, describe_checkpoint(model)["trained_depth"]))
+    return TraceRequest([item] * DEFAULT_N_SEEDS, steps, [DEFAULT_SEED + k for k in range(DEFAULT_N_SEEDS)], 1.0,
+                        None, keep_all_states=runtime.keeps_all_states(bundle, steps, DEFAULT_N_SEEDS))
+
+
+def warm_up(model: Optional[str] = None) -> dict:
+    """Server start: load ``model`` (default: the app's default model) and trace its first Explore view into the
+    run store, then freeze the objects made so far out of the garbage collector.  Returns seconds per part.
+    Problems (no model, a bad checkpoint) are left for the page to report: the server starts regardless."""
+    t0 = time.perf_counter()
+    times = {}
+    model = model or runtime.default_model()
+    # Streamlit's cached functions warn about the missing script context outside a session: expected here.
+    ctx_log = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
+    level = ctx_log.level
+    ctx_log.setLevel(logging.ERROR)
+    try:
+        if model:
+            entry = get_model(model)
+            times["model"] = time.perf_counter() - t0
+            request = default_view_request(model, entry[0])
+            if request is not None:
+                key = request.key(entry[0])
+                if trace_store().get(key) is None:
+                    with entry[1]:
+                        trace_store().put(key, request.run(entry[0]))
+            times["first view"] = time.perf_counter() - t0 - times["model"]
+    except Exception as exc:  # noqa: BLE001 - the first session shows the problem in the page
+        times["error"] = friendly_error(exc)
+    finally:
+        ctx_log.setLevel(level)
+    _freeze_gc()
+    times["total"] = time.perf_counter() - t0
+    return times
+
+
+def _freeze_gc() -> None:
+    """Move every object alive now (modules, the model) out of the garbage collector's reach (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
+
 # ---------------------------------------------------------------------------------------------- resources
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
 def _load_model(name_or_path: str):
@@ -103,23 +168,43 @@ def get_model(name_or_path: str):
     return _load_model(name_or_path)
 
 
-def pick_benchmark(files, where=st):
-    """A benchmark selectbox (in ``where``, e.g. a column) over ``files``; returns (Benchmark or None, path)."""
+def pick_benchmark(files, where=st, model=None):
+    """A benchmark selectbox (in ``where``, e.g. a column) over ``files``; returns (Benchmark or None, path).
+
+    With ``model`` (a bundle or name) files whose words the model does not know are labelled so, and choosing
+    one says so under the box (their items are refused before running)."""
     names = [f.name for f in files]
+    by_name = dict(zip(names, files))
     if st.session_state.get("bench") not in names:
         st.session_state["bench"] = names[0]
-    where.selectbox("Benchmark", names, key="bench")
-    path = dict(zip(names, files))[st.session_state["bench"]]
+    where.selectbox("Benchmark", names, key="bench",
+                    format_func=lambda n: uploads.benchmark_label(model, by_name[n]) if model is not None else n)
+    path = by_name[st.session_state["bench"]]
+    unknown = uploads.benchmark_unknown_words(model, path) if model is not None else ()
+    if unknown:
+        fits = [f.name for f in files if not uploads.benchmark_unknown_words(model, f)]
+        where.warning(plain(
+            f"{model_label(model)} does not know words of this file ({', '.join(map(repr, unknown[:6]))}"
+            f"{', ...' if len(unknown) > 6 else ''}): its questions are refused before running."
+            + (f" Files this model reads: {', '.join(fits)}." if fits else "")), icon="⚠️")
     bench = None
     with guard("Benchmark"):
         bench = load_benchmark(path)
     return bench, path
 
 
+def model_label(model) -> str:
+    """A model's short name for messages (a bundle's or a name's last path part)."""
+    return Path(str(getattr(model, "name", model))).name
+
+
 def require_model(model, hint: str = ""):
     """``(bundle, lock)`` for ``model``, or a message in the page and ``st.stop()`` (no model / a bad one)."""
     if not model:
-        no_model_message()
+        if st.session_state.get("model_choice") == LOCAL_DIR and runtime.model_choices():  # chosen, left empty
+            local_dir_message()
+        else:
+            no_model_message()
         st.stop()
     entry = None
     with guard(f"Model {model!r}"):
@@ -186,10 +271,9 @@ def cached_figure(run_key: str, name: str, build: Callable):
     return fig
 
 
-@st.cache_resource
-def warm_up_umap() -> bool:
-    start_umap_warmup()
-    return True
+def warm_up_umap() -> str:
+    """Start compiling UMAP in the background (once per server; later calls only return the status)."""
+    return start_umap_warmup()
 
 
 @st.cache_resource(max_entries=8)
@@ -245,24 +329,42 @@ def run_settings() -> dict:
             "run_length": int(st.session_state.get("run_length", RUN_LENGTH))}
 
 
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _describe(path: str, stamp: tuple) -> dict:
+    return describe_checkpoint(path)
+
+
 def model_summary(model: Optional[str]) -> Optional[dict]:
-    """``describe(bundle)`` of the sidebar's model (family, size, trained depth), or None when it cannot be
-    loaded (the page then says why)."""
+    """The sidebar's model summary (family, size, trained depth: ``describe`` without loading the weights, from
+    config.json and the safetensors headers), or None when the checkpoint cannot be read (the page that needs
+    the model then says why).  Cached per checkpoint and its files' modification times."""
     if not model:
         return None
     try:
-        bundle, _ = get_model(model)
+        path = resolve_model_path(model)
+        stamp = tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in path.iterdir()
+                             if f.suffix in (".json", ".safetensors")))
+        return _describe(str(path), stamp)
     except Exception:  # noqa: BLE001 - the page shows the problem; the sidebar just shows no summary
         return None
-    return describe(bundle)
 
 
 def short_trajectory_note(steps: int, run_length: int) -> Optional[str]:
     """One line when the run is too short for the commitment rule to say much, else None."""
     if steps > SHORT_TRAJECTORY_STEPS:
         return None
-    return (f"With {steps} steps a commitment run length of {run_length} is nearly meaningless: a few steps can "
+    return (f"With {steps} step{'' if steps == 1 else 's'} a commitment run length of {run_length} is nearly "
+            "meaningless: a few steps can "
             "hold only one or two runs that long, so commitments and backtracks say little here.")
+
+
+def local_dir_message() -> None:
+    st.info(
+        "Enter a checkpoint directory in the sidebar (**Checkpoint directory**): a folder on this machine holding "
+        "a looped model (Huginn, Ouro, retrofitted Llama/OLMo or Parcae) as config.json, model.safetensors (or "
+        "its shards with model.safetensors.index.json) and tokenizer.json"
+        + (f", under one of the directories in `${ENV_MODEL_ROOTS}`" if allowed_roots() is not None else "")
+        + ". Or choose a shipped model in **Model**.", icon="ℹ️")
 
 
 def no_model_message() -> None:
@@ -283,6 +385,7 @@ def run_traces(model_entry, request: TraceRequest, label: str = "Tracing",
     hit = store.get(key)
     if hit is not None:
         return hit
+    check_readable(bundle, request)  # before any model work: no progress bar for a question it cannot read
     steps, n = request.steps, len(request.items)
     bar = st.progress(0.0, text=f"{label}: step 0/{steps}")
     last = [time.perf_counter()]
@@ -297,12 +400,38 @@ def run_traces(model_entry, request: TraceRequest, label: str = "Tracing",
         if live is not None:
             live(traces)
 
-    with lock:
-        traces = request.run(bundle, on_step=on_step)
-    bar.empty()
+    try:
+        with lock:
+            traces = request.run(bundle, on_step=on_step)
+    finally:  # a failed run leaves only its message, no bar stuck at "step 0/N"
+        bar.empty()
     store.put(key, traces)
     return traces
 
 
+def readable(bundle, item):
+    """``item`` when the model knows every word of its question and options, else UnknownWordsError (shown by
+    the caller's guard, before anything runs)."""
+    fit.check_readable(bundle, item.question, item.options, model_label(bundle))
+    return item
+
+
+def check_readable(bundle, request: TraceRequest) -> None:
+    """UnknownWordsError naming the words of the first question/option set the model does not know (and what it
+    reads), before anything runs."""
+    seen = set()
+    for it in request.items:
+        k = (it.question, tuple(sorted(it.options)))
+        if k in seen:
+            continue
+        seen.add(k)
+        fit.check_readable(bundle, it.question, it.options, model_label(bundle))
+
+
 def plot(fig, key: Optional[str] = None) -> None:
     st.plotly_chart(fig, theme=None, config=PLOTLY_CONFIG, key=key)
+
+
+# Everything made by the imports above lives as long as the server: keep it out of the full collection Streamlit
+# runs after every script run (see the module docstring).
+_freeze_gc()

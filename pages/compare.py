@@ -24,14 +24,14 @@ entry = common.require_model(model)
 bundle = entry[0]
 settings = common.run_settings()
 
-files = uploads.benchmark_files(model)
+files = uploads.benchmark_files(bundle)
 bench, bench_path = None, None
 c1, c2, c3, c4 = st.columns([2, 3, 1, 1])
 if files:
-    bench, bench_path = common.pick_benchmark(files, c1)
+    bench, bench_path = common.pick_benchmark(files, c1, model=bundle)
 else:
     c1.info("No benchmark in data/benchmarks: using a built-in example.")
-    bench = Benchmark([uploads.EXAMPLE_ITEM], source="built-in example")
+    bench = Benchmark([uploads.example_item(bundle)], source="built-in example")
 if bench is None or not bench.items:
     st.warning("The benchmark has no usable items.")
     st.stop()
@@ -52,6 +52,8 @@ c4.number_input("Detail", 0, n_perms - 1, step=1, key="perm", help="The answer o
 bi = by_id[ss["item"]]
 variants = bi.available_variants()
 st.markdown(f"#### {common.plain(bi.question)}")
+if uploads.notation(bench_path or bundle.name):
+    st.caption(uploads.notation(bench_path or bundle.name))
 cols = st.columns(len(variants))
 for col, v in zip(cols, variants):
     inst = bi.variant(v)

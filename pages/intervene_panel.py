@@ -27,12 +27,19 @@ def belief_with_stop_toggle(tr, fig, run_id: str):
     with common.guard("Exit rules"):
         st_list = stops(tr.probs, tr.hidden_last if tr.hidden_last.size else None)
         marked = common.cached_figure(run_id, "belief-stops", lambda: pi.with_stop_marks(fig, st_list))
-        with st.expander("Where each rule stops", expanded=False):
-            st.dataframe({"rule": [f"{s.rule} {s.setting}".strip() for s in st_list],
-                          "stops at step": [s.step for s in st_list],
-                          "answer there": [LETTERS[s.answer] for s in st_list],
-                          "fired": ["yes" if s.fired else "never (last step used)" for s in st_list]},
-                         hide_index=True)
+        # one row per numbered tag of the chart (the distinct stop steps, in order)
+        steps = sorted({s.step for s in st_list})
+        st.dataframe({"tag": list(range(1, len(steps) + 1)), "step": steps,
+                      "rules that stop there": [", ".join(f"{s.rule} {s.setting}".strip() + (
+                          "" if s.fired else " (never fired: last step)") for s in st_list if s.step == k)
+                          for k in steps],
+                      "answer": [LETTERS[next(s.answer for s in st_list if s.step == k)] for k in steps]},
+                     hide_index=True, width="stretch", column_config={
+                         "tag": st.column_config.NumberColumn("tag", width="small"),
+                         "step": st.column_config.NumberColumn("step", width="small"),
+                         "rules that stop there": st.column_config.TextColumn("rules that stop there",
+                                                                              width="large"),
+                         "answer": st.column_config.TextColumn("answer", width="small")})
         return marked
     return fig
 

@@ -79,7 +79,9 @@ def test_top_tokens_animation_projection_heatmap_and_seed_spread():
     xy = [np.random.default_rng(i).normal(size=(30, 2)) for i in range(2)]
     proj = plots.projection_figure([("seed 0", xy[0]), ("seed 1", xy[1])])
     lines = [d for d in proj.data if d.mode == "lines+markers"]
-    assert len(lines) == 2 and list(lines[0].marker.color) == list(range(1, 31))
+    # issue 13: one colour per run (the step is the marker size, growing with the step)
+    assert len(lines) == 2 and lines[0].marker.color != lines[1].marker.color
+    assert np.all(np.diff(lines[0].marker.size) > 0) and len(lines[0].marker.size) == 30
     heat = plots.convergence_heatmap(np.abs(np.random.default_rng(0).normal(size=(30, 5))) + 1e-3, list("abcde"))
     assert heat.data[0].z.shape == (5, 30)
     spread = plots.seed_spread_figure([make_trace(backtracking_probs(), seed=s) for s in range(3)])
@@ -257,3 +259,106 @@ def test_with_metrics_uses_the_run_length_and_leaves_the_run_alone():
     assert len(tr.with_metrics(run_length=2).metrics.commitments) == 3
     assert len(tr.with_metrics(run_length=3).metrics.commitments) == 1
     assert len(tr.metrics.commitments) == 1 and tr.with_metrics(run_length=2).probs is tr.probs
+
+
+# ---------------------------------------------------------------------------------------------- issue 13
+def _luminance(hex_color):
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[k:k + 2], 16) / 255 for k in (0, 2, 4))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_step_axis_turns_logarithmic_above_the_threshold_and_says_so():
+    from backend.settings import LOG_STEP_AXIS_ABOVE
+    from tests.helpers_trace import one_hot_path
+
+    at = LOG_STEP_AXIS_ABOVE
+    short = make_trace(one_hot_path([0] * 4 + [1] * (at - 4)), correct=1)
+    long = make_trace(one_hot_path([0] * 4 + [1] * (at + 1 - 4)), correct=1)
+    for build in (plots.belief_figure, plots.mass_figure, plots.kl_figure, plots.entropy_figure):
+        assert build(short).layout.xaxis.type != "log"
+        fig = build(long)
+        assert fig.layout.xaxis.type == "log" and "log scale" in fig.layout.xaxis.title.text
+    assert plots.seed_spread_figure([long, long]).layout.xaxis.type == "log"
+    # on a log axis an annotation's x is log10 of the step (shapes keep the step itself)
+    fig = plots.belief_figure(long)
+    (bt,) = annotations(fig, "backtrack")
+    assert bt.x == pytest.approx(np.log10(5)) and bt.ax == pytest.approx(np.log10(2.5))
+    assert [s.x0 for s in shapes(fig, "exploration_end")] == [long.metrics.exploration_end]
+    assert plots.belief_figure(long, log_steps=False).layout.xaxis.type != "log"
+
+
+def test_backtrack_labels_never_overlap():
+    from tests.helpers_trace import one_hot_path
+
+    # a backtrack every 3 steps: a linear label row would overlap
+    tr = make_trace(one_hot_path(([0] * 3 + [1] * 3 + [2] * 3) * 4), correct=1)
+    m = tr.metrics
+    assert len(m.backtracks) >= 8
+    fig = plots.belief_figure(tr)
+    bts = annotations(fig, "backtrack")
+    assert [a.text for a in bts] == [f"{'ABCD'[a.option]} -> {'ABCD'[b.option]}" for a, b in m.backtracks]
+    spans = plots.backtrack_label_spans(m, tr.steps, log=False)
+    assert len({a.y for a in bts}) > 1  # staggered
+    for i in range(len(bts)):
+        for j in range(i):
+            if bts[i].y == bts[j].y:
+                (a0, a1), (b0, b1) = spans[i], spans[j]
+                assert a1 <= b0 or a0 >= b1, (bts[i].text, bts[j].text)
+    assert plots.label_rows([(0, 1), (0.5, 2), (1, 2), (2.5, 3)]) == [0, 1, 0, 0]
+
+
+def test_belief_legend_explains_the_marks_with_the_thresholds_in_force():
+    tr = make_trace(backtracking_probs(), correct=1)
+    names = [s.name for s in plots.belief_figure(tr).layout.shapes if s.showlegend]
+    assert any("commitment" in n and "≥ 3 steps" in n for n in names)
+    assert any("exploration end" in n and "0.01" in n for n in names)
+    assert any("backtrack" in n for n in names)
+    names5 = [s.name for s in plots.belief_figure(tr.with_metrics(run_length=5)).layout.shapes if s.showlegend]
+    assert any("≥ 5 steps" in n for n in names5)
+    fig = plots.belief_figure(tr)
+    assert len(fig.data) == 4  # the legend entries are shapes: still one trace per option
+    # the legend sits below the axis title with room for its rows
+    assert fig.layout.legend.yref == "container" and fig.layout.margin.b >= 60 + plots.LEGEND_ROW_PX
+
+
+def test_projection_colours_each_run_with_its_own_legend_entry():
+    xy = np.random.default_rng(1).normal(size=(3, 12, 2))
+    fig = plots.projection_figure([(f"seed {k}", xy[k]) for k in range(3)])
+    lines = [d for d in fig.data if d.showlegend is not False]
+    assert [d.name for d in lines] == ["seed 0", "seed 1", "seed 2"]
+    colours = [d.marker.color for d in lines]
+    assert len(set(colours)) == 3 and not set(colours) & set(plots.OPTION_COLORS)
+    for k, d in enumerate(lines):  # start and end markers in the run's colour
+        ends = [e for e in fig.data if e.name in (f"seed {k} start", f"seed {k} end")]
+        assert len(ends) == 2 and all(e.marker.color == d.marker.color for e in ends)
+        assert np.all(np.diff(d.marker.size) > 0)  # the step is the marker size
+
+
+def test_convergence_heatmap_scale_is_sequential_light_to_dark_and_titled():
+    heat = plots.convergence_heatmap(np.abs(np.random.default_rng(0).normal(size=(10, 4))) + 1e-3, list("abcd"))
+    scale = [c for _, c in heat.data[0].colorscale]
+    lum = [_luminance(c) for c in scale]
+    assert all(b < a for a, b in zip(lum, lum[1:])), lum  # monotone: light (close to final) to dark
+    assert "distance" in heat.data[0].colorbar.title.text
+
+
+def test_stop_marks_are_ticks_one_line_per_distinct_step_and_tags_that_do_not_overlap():
+    from types import SimpleNamespace as NS
+
+    from backend import plots_interventions as pi
+
+    tr = make_trace(backtracking_probs(), correct=1)
+    stops = [NS(rule=r, setting=s, step=k, fired=True, answer=1) for r, s, k in (
+        ("kl", "< 0.0005", 6), ("entropy", "< 0.001", 6), ("argmax", "3", 7), ("latent", "< 0.01", 8),
+        ("oracle", "", 6), ("last", "", 30))]
+    fig = pi.with_stop_marks(plots.belief_figure(tr), stops)
+    marks = [s for s in fig.layout.shapes if (s.name or "").startswith("stop:")]
+    assert len(marks) == len(stops) and {s.x0 for s in marks} == {6, 7, 8, 30}
+    assert all(s.y1 - s.y0 < 0.1 for s in marks)  # short ticks at the foot, not lines across the plot
+    assert sorted(s.x0 for s in fig.layout.shapes if s.name == "stop_step") == [6, 7, 8, 30]
+    tags = [a for a in fig.layout.annotations if a.name == "stop_label"]
+    assert [a.text for a in tags] == ["<b>1</b>", "<b>2</b>", "<b>3</b>", "<b>4</b>"]
+    assert "kl < 0.0005" in tags[0].hovertext and "oracle" in tags[0].hovertext
+    near = [(a.x, a.y) for a in tags[:3]]  # steps 6, 7, 8: neighbours, so staggered
+    assert len({y for _, y in near}) > 1

@@ -36,3 +36,34 @@ def test_rendered_length_matches_render():
     for t in (HUGINN_CHAT, PLAIN, custom):
         q, opts = "What is {x}?", ["a", "bb", "ccc {y}"]
         assert t.rendered_length(q, opts) == len(t.render(q, opts))
+
+
+def test_unknown_option_words_are_named_instead_of_a_same_token_collision():
+    """cups-mini reads its answer from an option's first token: English options all start with [UNK], which no
+    rewording of "the other option" fixes; the message names the words and what the model reads."""
+    from backend.fit import UnknownWordsError
+    from backend.models import load_tokenizer, resolve_option_tokens
+    from backend.settings import MODELS_DIR
+
+    tok = load_tokenizer(MODELS_DIR / "cups-mini")
+    template = PromptTemplate.from_file(MODELS_DIR / "cups-mini" / "prompt_template.json")
+    assert template.readout == "option"
+    with pytest.raises(UnknownWordsError) as e:
+        resolve_option_tokens(tok, template, ["Canberra", "Sydney", "c1"])
+    msg = str(e.value)
+    assert "'Canberra' (option A); 'Sydney' (option B)" in msg and "ball" in msg
+    assert "same token" not in msg and "reword" not in msg and "[UNK]" not in msg
+    # a real collision between known words keeps its own message
+    with pytest.raises(UsageError, match="same token"):
+        resolve_option_tokens(tok, template, ["c1", "c1"])
+
+
+def test_a_vocabulary_with_few_letters_says_how_many_options_it_takes():
+    from backend.models import load_tokenizer, resolve_option_tokens
+    from backend.settings import MODELS_DIR
+
+    tok = load_tokenizer(MODELS_DIR / "cups-letters")
+    template = PromptTemplate.from_file(MODELS_DIR / "cups-letters" / "prompt_template.json")
+    assert len(resolve_option_tokens(tok, template, ["c1", "c2", "c3", "c4"]).ids) == 4
+    with pytest.raises(UsageError, match="letters A-D only .*at most 4 options"):
+        resolve_option_tokens(tok, template, ["c1", "c2", "c3", "c4", "c5"])

@@ -105,3 +105,52 @@ def test_rule_settings_are_checked():
         with pytest.raises(UsageError):
             Rule(*bad)
     assert [r.name for r in default_rules()][-2:] == ["last", "oracle"]
+
+
+def test_table_intervals_resample_items():
+    """With n_boot, mean steps and accuracy get percentile intervals from a bootstrap over items (the report's
+    scheme): they equal an explicit loop over resampled items, and an item's instances move together."""
+    from backend.stats import bootstrap_weights
+
+    good = one_hot_path([1, 0, 0, 0, 0, 0, 0, 0])
+    late = one_hot_path([1, 1, 1, 1, 1, 0, 0, 0])
+    recs = [{"probs": good, "correct": 0, "variant": "base", "item_id": "a"},
+            {"probs": late, "correct": 0, "variant": "base", "item_id": "a"},
+            {"probs": late, "correct": 0, "variant": "base", "item_id": "b"},
+            {"probs": good, "correct": 1, "variant": "base", "item_id": "c"}]
+    plain = exit_rule_table(recs)
+    assert "accuracy_low" not in plain[0]
+    rows = exit_rule_table(recs, n_boot=300, seed=3)
+    r = next(x for x in rows if x["rule"] == "argmax" and x["setting"] == "3 steps")
+    assert r["n_items"] == 3 and r["n_boot"] == 300
+    # argmax-3 stops: good at 4 (answer 0), late at 3 (answer 1)
+    steps = {"a": [4, 3], "b": [3], "c": [4]}
+    right = {"a": [1, 0], "b": [0], "c": [0]}
+    W = bootstrap_weights(3, 300, 3)
+    def ratio(d):
+        num = np.array([sum(d[k]) for k in "abc"], float)
+        den = np.array([len(d[k]) for k in "abc"], float)
+        return W @ num / (W @ den)
+    assert r["mean_steps_low"] == pytest.approx(np.quantile(ratio(steps), 0.025))
+    assert r["mean_steps_high"] == pytest.approx(np.quantile(ratio(steps), 0.975))
+    assert r["accuracy_low"] == pytest.approx(np.quantile(ratio(right), 0.025))
+    assert r["accuracy_high"] == pytest.approx(np.quantile(ratio(right), 0.975))
+    assert r["mean_steps_low"] <= r["mean_steps"] <= r["mean_steps_high"]
+    assert {k: v for k, v in r.items() if k in plain[0]} == next(
+        x for x in plain if x["rule"] == "argmax" and x["setting"] == "3 steps")
+
+
+def test_records_from_results_read_the_exit_gate_when_stored():
+    import pandas as pd
+    from backend.stopping import records_from_results
+
+    p = one_hot_path([0, 0, 0, 0])
+    df = pd.DataFrame({"belief": [list(p), list(p)], "variant": ["base", "base"], "correct": [0, 0],
+                       "item_id": ["x", "y"], "exit_prob": [[0.1, 0.5, 0.2, 0.2], None]})
+    recs = records_from_results(df)
+    assert recs[0]["exit_probs"].tolist() == [0.1, 0.5, 0.2, 0.2] and recs[1]["exit_probs"] is None
+    gate = [r for r in exit_rule_table(recs) if r["rule"] == "exit_gate"]
+    assert {r["setting"]: r["n"] for r in gate} == {"q = 0.5": 1, "q = 0.9": 1}
+    assert next(r for r in gate if r["setting"] == "q = 0.5")["mean_steps"] == 2
+    df["exit_prob"] = float("nan")  # rows of parts written before the column existed
+    assert all(r["exit_probs"] is None for r in records_from_results(df))

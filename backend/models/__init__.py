@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,7 +31,8 @@ from typing import Dict, List, Optional, Union
 import torch
 
 from ..errors import LoopLensError, ModelFormatError, UsageError
-from .checkpoint import checkpoint_hash, load_checkpoint, parse_config, read_config, save_checkpoint
+from .checkpoint import (CONFIG_FILE, build_model, checkpoint_hash, load_checkpoint, parse_config, read_config,
+                         read_header, save_checkpoint, weight_files)
 from .base import LoopedConfig, LoopedModel, StepOutput
 from .huginn import HuginnConfig, HuginnModel
 from .paths import allowed_roots, default_model_name, model_file, resolve_model_path, shipped_models
@@ -43,7 +45,7 @@ __all__ = [
     "LoopedConfig", "LoopedModel", "StepOutput", "HuginnConfig", "HuginnModel", "LoadedModel", "OptionTokens", "PromptTemplate", "HUGINN_CHAT", "PLAIN",
     "BUILTIN_TEMPLATES", "LETTERS", "load_model", "load_bundle", "load_tokenizer", "resolve_model_path",
     "shipped_models", "default_model_name", "save_checkpoint", "parse_config", "resolve_option_tokens",
-    "template_for", "parse_dtype", "describe", "special_tokens_from_files",
+    "template_for", "parse_dtype", "describe", "describe_checkpoint", "special_tokens_from_files",
 ]
 
 
@@ -212,17 +214,35 @@ DEPTH_KEYS = {"huginn": "mean_recurrence", "retrofit": "mean_recurrence", "parca
               "ouro": "total_ut_steps"}
 
 
-def describe(bundle: LoadedModel) -> dict:
-    """What the sidebar shows about a loaded model: family, size, trained depth and a one-line summary."""
-    cfg = bundle.model.config
-    n = bundle.model.num_parameters()
+def _description(cfg: LoopedConfig, n: int, dtype: str) -> dict:
     size = f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
     depth = cfg.default_steps
-    has_gate = cfg.family == "ouro"
     summary = f"{cfg.family_title} · {size} parameters · trained depth {depth} steps"
     return {
         "family": cfg.family, "family_title": cfg.family_title, "parameters": int(n), "parameters_text": size,
-        "trained_depth": int(depth), "depth_key": DEPTH_KEYS.get(cfg.family, ""), "exit_gate": has_gate,
-        "random_initial_state": cfg.family != "ouro", "dtype": str(bundle.dtype).replace("torch.", ""),
-        "context": int(cfg.block_size), "summary": summary,
+        "trained_depth": int(depth), "depth_key": DEPTH_KEYS.get(cfg.family, ""), "exit_gate": cfg.family == "ouro",
+        "random_initial_state": cfg.family != "ouro", "dtype": dtype, "context": int(cfg.block_size),
+        "summary": summary,
     }
+
+
+def describe(bundle: LoadedModel) -> dict:
+    """What the sidebar shows about a loaded model: family, size, trained depth and a one-line summary."""
+    return _description(bundle.model.config, bundle.model.num_parameters(), str(bundle.dtype).replace("torch.", ""))
+
+
+def describe_checkpoint(name_or_path) -> dict:
+    """:func:`describe` of a checkpoint without loading its weights: the family and trained depth from
+    ``config.json``, the parameter count from the safetensors headers' shapes (milliseconds for any size).
+
+    Counts what :func:`load_model` would hold: the tensors the family's module has as parameters (a tied head
+    counts once, stored extras such as a RoPE table do not); ``dtype`` is the one the app loads in (float32)."""
+    path = resolve_model_path(name_or_path)
+    raw = read_config(path)
+    header = read_header(weight_files(path))
+    cfg = parse_config(raw, str(path / CONFIG_FILE), tensor_names=header.keys())
+    meta = build_model(cfg, "meta")  # shapes only: no memory, nothing read
+    meta.tie_weights()
+    params = {name for name, _ in meta.named_parameters()}  # shared (tied) tensors are named once
+    n = sum(math.prod(shape) for name, (shape, _) in header.items() if name in params)
+    return _description(cfg, n, "float32")

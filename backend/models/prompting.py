@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..errors import LoopLensError, UsageError
+from ..fit import UnknownWordsError, item_unknown_words, unk_token_id, unknown_words_message
 from .checkpoint import detect_family, read_config
 from .paths import model_file
 
@@ -190,15 +191,20 @@ class OptionTokens:
 def resolve_option_tokens(tokenizer, template: PromptTemplate, options: Sequence[str]) -> OptionTokens:
     ids: List[List[int]] = []
     labels: List[str] = []
+    unk = unk_token_id(tokenizer)  # never an option's token: every unknown word reads as it
     if template.readout == "letter":
         for i in range(len(options)):
             letter = LETTERS[i]
             found = []
             for spelling in (letter, " " + letter):
                 toks = tokenizer.encode(spelling, add_special_tokens=False)
-                if len(toks) == 1 and toks[0] not in found:
+                if len(toks) == 1 and toks[0] != unk and toks[0] not in found:
                     found.append(toks[0])
             if not found:
+                if i >= 2 and ids:  # earlier letters have tokens: a vocabulary with only a few letters
+                    raise UsageError(
+                        f"this model answers with the option letters {LETTERS[0]}-{LETTERS[i - 1]} only (its "
+                        f"vocabulary has no {letter!r}): give at most {i} options")
                 raise LoopLensError(
                     f"the tokenizer has no single token for the option letter {letter!r}: "
                     "use a template with readout 'option'"
@@ -212,6 +218,8 @@ def resolve_option_tokens(tokenizer, template: PromptTemplate, options: Sequence
         if not toks:
             raise UsageError(f"option {LETTERS[i]} ({opt!r}) encodes to no tokens")
         first = toks[0]
+        if first == unk:  # no rewording of the other option helps: this one is not a word the model knows
+            raise UnknownWordsError(unknown_words_message(tokenizer, item_unknown_words(tokenizer, "", options)))
         if first in seen:
             j = seen[first]
             raise UsageError(

@@ -14,6 +14,7 @@ from ..stats import finite as _num
 from ..sweep.load import has_results
 from .compute import (HEADLINE_BASIS, REFERENCE_MODEL, SCHEMA, WITHIN_ITEM_ESTIMATOR, reference_caveat,
                       report_title)
+from .render_interventions import interventions_markdown
 from .text import fmt as _fmt
 from .text import pct as _pct
 
@@ -301,7 +302,7 @@ def to_markdown(rep: dict) -> str:
             acc = ", ".join(f"{s['correct_position']} {_pct_ci(s)}" for s in pb["accuracy_by_correct_position"])
             L.append(f"  - accuracy when the correct option is at: {acc}")
     L.append("")
-    return "\n".join(L)
+    return "\n".join(L) + interventions_markdown(rep)
 
 
 KEY_FIELDS = (

@@ -15,11 +15,13 @@ import pyarrow.parquet as pq
 
 from ..errors import LoopLensError, UsageError
 from ..similarity import load_similarity
-from .store import (KEY_COLUMNS, SIMILARITY_FILE, check_layout, check_part, hidden_path, part_paths,
+from .store import (KEY_COLUMNS, OPTIONAL_FIELDS, SIMILARITY_FILE, check_layout, check_part, hidden_path, part_paths,
                     read_manifest)
 
-NULLABLE_INT = ("correct", "correct_original", "exploration_end", "destination", "frontrunner")
-NULLABLE_BOOL = ("is_correct",)
+NULLABLE_INT = ("correct", "correct_original", "exploration_end", "destination", "frontrunner", "iv_at",
+                "baseline_final_answer", "baseline_exploration_end", "diverged_at", "rejoin_step", "steps_to_rejoin",
+                "new_backtracks", "lost_backtracks")
+NULLABLE_BOOL = ("is_correct", "baseline_is_correct", "baseline_backtracked", "final_changed")
 
 
 def has_results(directory: Union[str, Path]) -> bool:
@@ -84,6 +86,11 @@ def load_results(path: Union[str, Path], dedupe: bool = True, warn: Optional[Cal
     missing = [c for c in KEY_COLUMNS if c not in df.columns]
     if missing:
         raise LoopLensError(f"{p} is not a sweep result (missing column(s) {', '.join(missing)})")
+    for c in OPTIONAL_FIELDS:  # parts written before these columns existed: null
+        if c not in df.columns:
+            df[c] = None
+        elif df[c].dtype == object:  # lists (or strings) mixed with NaN where some parts lack the column
+            df[c] = df[c].map(lambda x: None if isinstance(x, float) and x != x else x)
     if dedupe:
         dup = df.duplicated(list(KEY_COLUMNS), keep="first")
         if dup.any():

@@ -151,8 +151,9 @@ def check_same_sweep(out: Path, old: dict, ident: dict) -> None:
     if old.get("fingerprint") == fingerprint(ident):
         return
     oi = old.get("identity") if isinstance(old.get("identity"), dict) else {}
-    diffs = [k for k in ident if oi.get(k) != ident[k] and k != "template_hash"]
-    what = ", ".join(f"{k}: {_short(oi.get(k))} -> {_short(ident[k])}" for k in diffs[:4])
+    keys = list(ident) + [k for k in oi if k not in ident]
+    diffs = [k for k in keys if oi.get(k) != ident.get(k) and k != "template_hash"]
+    what = ", ".join(f"{k}: {_short(oi.get(k))} -> {_short(ident.get(k))}" for k in diffs[:4])
     raise LoopLensError(
         f"{out} holds a sweep with different parameters ({what or 'fingerprint differs'}); resuming would "
         "mix incomparable rows: use a new --out directory (or delete this one)")

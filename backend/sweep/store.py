@@ -65,7 +65,21 @@ ROW_SCHEMA = pa.schema([
     ("abandoned_options", pa.list_(pa.string())), ("destination", pa.int8()), ("frontrunner", pa.int8()),
     ("n_commitments", pa.int32()), ("final_entropy", pa.float64()), ("final_entropy_norm", pa.float64()),
     ("mean_entropy", pa.float64()), ("final_letter_mass", pa.float64()), ("final_belief_max", pa.float64()),
+    # The model's own exit gate (Ouro): P(exit at step t); null for families without one.
+    ("exit_prob", _F32L),
+    # An intervention sweep (``sweep --intervene``): the row's belief and metrics above are the intervened run's;
+    # these columns name the intervention and compare the run with its baseline (same item, seed, steps).  All
+    # null in a sweep without intervention (and absent from parts written before they existed).
+    ("intervention", pa.string()), ("iv_kind", pa.string()), ("iv_at", pa.int32()), ("iv_sigma", pa.float64()),
+    ("iv_positions", pa.string()), ("baseline_argmax", _I8L), ("baseline_final_answer", pa.int8()),
+    ("baseline_is_correct", pa.bool_()), ("baseline_backtracked", pa.bool_()),
+    ("baseline_exploration_end", pa.int32()), ("final_changed", pa.bool_()), ("diverged_at", pa.int32()),
+    ("rejoin_step", pa.int32()), ("steps_to_rejoin", pa.int32()), ("new_backtracks", pa.int32()),
+    ("lost_backtracks", pa.int32()), ("max_tv", pa.float64()), ("final_tv", pa.float64()),
 ])
+INTERVENTION_FIELDS = tuple(ROW_SCHEMA.names[ROW_SCHEMA.names.index("intervention"):])
+# Columns added after the first parts were written: a part without them loads with them null (load_results).
+OPTIONAL_FIELDS = ("exit_prob",) + INTERVENTION_FIELDS
 ROW_FIELDS = tuple(ROW_SCHEMA.names)
 
 

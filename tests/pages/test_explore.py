@@ -89,7 +89,7 @@ def test_upload_lists_bad_lines_and_uses_good_ones(app):
     data = (json.dumps(good) + "\n{broken\n" + json.dumps({"id": "u2"}) + "\n").encode()
     at.file_uploader(key="upload").upload("mine.jsonl", data).run()
     no_exceptions(at)
-    assert any("2 line(s) skipped" in e.label for e in at.expander)
+    assert any("2 lines skipped" in e.label and "1 item usable" in e.label for e in at.expander)
     assert at.selectbox(key="item").value == "u1"
     assert len(_belief(at)["data"]) == 4
 
@@ -180,9 +180,90 @@ def test_upload_with_a_lone_surrogate_or_over_the_limit_is_a_message(app):
     bad = '{"id": "u2", "question": "Sky\\ud800?", "answer": "blue", "distractors": ["green", "red"]}'
     at.file_uploader(key="upload").upload("s.jsonl", (json.dumps(good) + "\n" + bad + "\n").encode()).run()
     no_exceptions(at)
-    assert any("1 line(s) skipped" in e.label for e in at.expander)
+    assert any("1 line skipped" in e.label for e in at.expander)  # issue 13: no "line(s)"
     assert any("surrogate" in m.value for m in at.markdown)
     assert at.selectbox(key="item").value == "u1"
     at.file_uploader(key="upload").upload("big.jsonl", b"x" * (MAX_UPLOAD_BYTES + 1)).run()
     no_exceptions(at)
     assert any("limited to" in e.value for e in at.error), [e.value for e in at.error]
+
+
+# ---------------------------------------------------------------------------------------------- issue 13
+def _help(at, label):
+    return [m.proto.help for m in at.metric if m.label == label][0]
+
+
+def test_metric_helps_define_each_term_with_the_thresholds_in_force(app):
+    from backend.settings import KL_THRESHOLD, KL_WINDOW, MASS_THRESHOLD
+
+    at = app()
+    no_exceptions(at)
+    labels = [m.label for m in at.metric]
+    assert set(labels) >= {"Final answer", "Correct?", "Exploration length", "Option mass", "Commitments",
+                           "Backtracks"}
+    for m in at.metric:  # every number says what it means, and not by repeating itself
+        assert m.proto.help and len(m.proto.help) > 60 and str(m.value) not in (m.proto.help, "")
+    assert "3 consecutive steps" in _help(at, "Commitments")
+    assert f"{KL_THRESHOLD:g}" in _help(at, "Exploration length") and f"{KL_WINDOW} steps" in _help(
+        at, "Exploration length")
+    assert f"{MASS_THRESHOLD:g}" in _help(at, "Option mass")
+    assert any("renormalised over the options" in c.value for c in at.caption)  # belief vs raw mass, KL
+    at.number_input(key="run_length").set_value(4).run()
+    assert "4 consecutive steps" in _help(at, "Commitments") and ">= 4 steps" in _help(at, "Backtracks")
+
+
+def test_a_changing_answer_without_backtracks_gets_the_run_length_hint(app):
+    at = app()
+    for seed in range(6):  # a run whose argmax changes (random tiny model: find one)
+        if seed:
+            at.number_input(key="seed").set_value(seed).run()
+        probs = np.array([arr(d["y"]) for d in _belief(at)["data"]]).T
+        am = probs.argmax(axis=1)
+        if (am[1:] != am[:-1]).any():
+            break
+    else:
+        raise AssertionError("no seed of the tiny model changes its answer")
+    changes = int((am[1:] != am[:-1]).sum())
+    # a run length as long as the run: no commitments unless constant, hence no backtrack
+    at.number_input(key="run_length").set_value(len(am)).run()
+    no_exceptions(at)
+    hints = [i.value for i in at.info if i.value.startswith("0 backtracks")]
+    assert hints and f"changed {changes} time" in hints[0] and f"held for {len(am)} steps" in hints[0]
+    assert [m.value for m in at.metric if m.label == "Backtracks"] == ["0"]
+    at.number_input(key="run_length").set_value(1).run()  # every change is a backtrack now: no hint
+    assert not [i for i in at.info if i.value.startswith("0 backtracks")]
+
+
+def test_no_bad_plurals_on_the_page(app):
+    import re
+
+    from apptest_helpers import markdown_sources
+
+    at = app()
+    at.number_input(key="n_seeds").set_value(1).run()
+    no_exceptions(at)
+    texts = markdown_sources(at) + [str(m.value) for m in at.metric] + [p.proto.popover.label for p in at.get("popover")]
+    assert any("Run options (1 seed)" in t for t in texts)
+    for t in texts:
+        assert not re.search(r"(?<![\d.])1 (steps|seeds|lines|items|times|backtracks)\b", t), t
+        assert "(s)" not in t, t
+
+
+def test_a_failed_run_still_leaves_a_link_that_reproduces_the_view(app, monkeypatch):
+    from backend.errors import LoopLensError
+    from backend.trace import TraceRequest
+
+    def fail(self, *a, **k):
+        raise LoopLensError("the model cannot read this question")
+
+    at = app()
+    at.radio(key="source").set_value("Your question").run()
+    monkeypatch.setattr(TraceRequest, "run", fail)
+    at.text_area(key="q").set_value("Which is first?").run()
+    at.text_area(key="opts").set_value("alpha\nbeta\ngamma").run()
+    at.number_input(key="seed").set_value(7).run()
+    no_exceptions(at)
+    assert any("cannot read this question" in e.value for e in at.error)
+    assert not charts(at)
+    q = at.query_params
+    assert q["q"] == "Which is first?" and q["opts"] == "alpha|beta|gamma" and q["seed"] == "7"

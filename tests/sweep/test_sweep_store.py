@@ -11,7 +11,7 @@ import pytest
 
 from backend.errors import LoopLensError
 from backend.sweep import KEY_COLUMNS, ROW_SCHEMA, load_hidden, load_results, read_manifest
-from backend.sweep.store import ROW_FIELDS
+from backend.sweep.store import OPTIONAL_FIELDS, ROW_FIELDS
 
 OLD = Path(__file__).resolve().parents[1] / "fixtures" / "sweep-v1"
 OLD_MODEL = OLD.parent / "sweep-v1-model"  # the checkpoint that wrote it
@@ -21,7 +21,12 @@ def test_one_declared_schema():
     assert ROW_FIELDS == tuple(ROW_SCHEMA.names)
     assert set(KEY_COLUMNS) <= set(ROW_FIELDS)
     df = pd.read_parquet(OLD)
-    assert list(df.columns) == list(ROW_SCHEMA.names)  # parts written before the package match it
+    # parts written before the package match it, less the columns added since (exit gate, interventions) ...
+    assert list(df.columns) == [c for c in ROW_SCHEMA.names if c not in OPTIONAL_FIELDS]
+    # ... which load_results supplies as nulls, so every reader sees the one schema
+    loaded = load_results(OLD, warn=lambda s: pytest.fail(s))
+    assert list(loaded.columns) == list(ROW_SCHEMA.names)
+    assert loaded["exit_prob"].isna().all() and loaded["intervention"].isna().all()
 
 
 def test_directory_written_before_the_package_loads():
