@@ -16,8 +16,9 @@ repetition a *fresh* server is started (``old``: ``streamlit run app.py``, in ``
 ``streamlit run serve.py``; ``cli``: ``python -m backend app``, the same server behind the CLI's imports),
 the benchmark waits until its health endpoint (``/_stcore/health``) answers, then opens a fresh browser session
 on the page and times ``page.goto`` to the first Plotly chart drawn (its SVG in the page).  Also reported: the
-server's start (launch to healthy) and a second fresh session on the same server.  Prints a Markdown table
-(median and max of --repeat servers) and the old/new ratio.
+server's start (launch to healthy), the CPU seconds the server and the browser spent until the first chart (from
+/proc: independent of the machine's load, unlike the wall time), and a second fresh session on the same server.
+Prints a Markdown table (median and max of --repeat servers) and the old/new ratios.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -78,7 +80,7 @@ def _server(launch: str, repo: Path):
                     break
             except OSError:
                 time.sleep(0.05)
-        yield url, time.perf_counter() - t0
+        yield url, time.perf_counter() - t0, proc.pid
     finally:
         proc.terminate()
         try:
@@ -88,24 +90,68 @@ def _server(launch: str, repo: Path):
         log.close()
 
 
-def _first_chart(browser, url: str) -> float:
-    """Seconds from page.goto in a fresh browser session to the first Plotly chart drawn."""
+def _cpu_times() -> dict:
+    """CPU seconds (user + system) of every process on the machine: pid -> (parent pid, seconds, command line)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        out[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, cmd)
+    return out
+
+
+def _descendants(snap: dict, root: int) -> set:
+    kids, todo = set(), [root]
+    while todo:
+        p = todo.pop()
+        for pid, (ppid, _, _) in snap.items():
+            if ppid == p and pid not in kids:
+                kids.add(pid)
+                todo.append(pid)
+    return kids
+
+
+def _cpu_split(before: dict, after: dict, server_pid: int) -> tuple:
+    """CPU seconds spent between two snapshots by the server (its process tree) and by this benchmark's Chromium."""
+    def used(pids):
+        return sum(after[p][1] - (before[p][1] if p in before else 0.0) for p in pids if p in after)
+
+    server = {server_pid} | _descendants(after, server_pid)
+    mine = _descendants(after, os.getpid())
+    chrome = {p for p in mine - server if "chrom" in after[p][2]}
+    return used(server), used(chrome)
+
+
+def _first_chart(browser, url: str, server_pid: int) -> tuple:
+    """Seconds from page.goto in a fresh browser session to the first Plotly chart drawn, and the CPU seconds the
+    server and the browser spent meanwhile (load-independent: on an idle machine the wait is about their sum at
+    most, less where they overlap on the two cores)."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         page = ctx.new_page()
+        before = _cpu_times()
         t = time.perf_counter()
         page.goto(url)
         page.wait_for_function(FIRST_CHART, timeout=300_000, polling=20)
         dt = time.perf_counter() - t
+        server_cpu, browser_cpu = _cpu_split(before, _cpu_times(), server_pid)
         if page.locator("[data-testid='stException']").count():
             raise SystemExit(f"exception on {url}: {page.locator('[data-testid=stException]').first.inner_text()}")
-        return dt
+        return dt, server_cpu, browser_cpu
     finally:
         ctx.close()
 
 
 def browser_main(a) -> None:
     from playwright.sync_api import sync_playwright
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server it started, when stopped itself
 
     launches = [x.strip() for x in a.launch.split(",") if x.strip()]
     pages = [x.strip() for x in a.pages.split(",") if x.strip()]
@@ -117,38 +163,44 @@ def browser_main(a) -> None:
         for rep in range(a.repeat):
             for page in pages:
                 for launch in launches:  # interleaved, so a change in the machine's load hits both alike
-                    r = res.setdefault((launch, page), {"start": [], "first": [], "second": []})
+                    r = res.setdefault((launch, page), {"start": [], "first": [], "second": [], "cpu": []})
                     repo = Path(a.old_repo) if launch == "old" and a.old_repo else REPO
-                    with _server(launch, repo) as (url, start):
-                        first = _first_chart(browser, url + PAGE_PATHS[page])
-                        second = _first_chart(browser, url + PAGE_PATHS[page])
+                    with _server(launch, repo) as (url, start, pid):
+                        first, s_cpu, b_cpu = _first_chart(browser, url + PAGE_PATHS[page], pid)
+                        second = _first_chart(browser, url + PAGE_PATHS[page], pid)[0]
                     load.append(os.getloadavg()[0])
                     r["start"].append(start)
                     r["first"].append(first)
                     r["second"].append(second)
-                    print(f"# rep {rep + 1} {page:9s} {launch}: server up {start:5.2f} s, first chart {first:5.2f} s, "
-                          f"second session {second:5.2f} s (load {load[-1]:.1f})", file=sys.stderr, flush=True)
+                    r["cpu"].append((s_cpu, b_cpu))
+                    print(f"# rep {rep + 1} {page:9s} {launch}: server up {start:5.2f} s, first chart {first:5.2f} s "
+                          f"(CPU: server {s_cpu:.2f} s, browser {b_cpu:.2f} s), second session {second:5.2f} s "
+                          f"(load {load[-1]:.1f})", file=sys.stderr, flush=True)
         browser.close()
     med = statistics.median
     print(f"model: {os.environ.get('LOOPLENS_DEFAULT_MODEL') or 'default (first shipped)'}; "
           f"torch threads: {os.environ.get('LOOPLENS_TORCH_THREADS', 'default (cores/2)')}; "
           f"1-min load average during the runs: {min(load):.1f}-{max(load):.1f}; {a.repeat} fresh servers each\n")
     print("| page | launcher | server start to healthy (s) | first chart after healthy: median (max) (s) | "
-          "second session (s) |")
-    print("|---|---|---|---|---|")
+          "CPU meanwhile: server + browser (s) | second session (s) |")
+    print("|---|---|---|---|---|---|")
     for page in pages:
         for launch in launches:
             r = res[(launch, page)]
+            sc, bc = med([c[0] for c in r["cpu"]]), med([c[1] for c in r["cpu"]])
             print(f"| {page} | {launch} | {med(r['start']):.2f} | **{med(r['first']):.2f}** ({max(r['first']):.2f}) | "
-                  f"{med(r['second']):.2f} |")
+                  f"{sc:.2f} + {bc:.2f} = {sc + bc:.2f} | {med(r['second']):.2f} |")
     if "old" in launches and "new" in launches:
         print()
         for page in pages:
             o, n = med(res[("old", page)]["first"]), med(res[("new", page)]["first"])
             so = med(res[("old", page)]["start"]) + o
             sn = med(res[("new", page)]["start"]) + n
-            print(f"- {page}: first chart after healthy old/new = {o:.2f}/{n:.2f} s = **{o / n:.1f}x**; "
-                  f"launch to first chart {so:.2f}/{sn:.2f} s = {so / sn:.2f}x")
+            co = sum(map(med, zip(*res[("old", page)]["cpu"])))
+            cn = sum(map(med, zip(*res[("new", page)]["cpu"])))
+            print(f"- {page}: first chart after healthy old/new = {o:.2f}/{n:.2f} s = **{o / n:.1f}x**; CPU to the "
+                  f"first chart {co:.2f}/{cn:.2f} s = {co / cn:.1f}x; launch to first chart {so:.2f}/{sn:.2f} s = "
+                  f"{so / sn:.2f}x")
 
 
 def main() -> None:
