@@ -302,7 +302,7 @@ def to_markdown(rep: dict) -> str:
             acc = ", ".join(f"{s['correct_position']} {_pct_ci(s)}" for s in pb["accuracy_by_correct_position"])
             L.append(f"  - accuracy when the correct option is at: {acc}")
     L.append("")
-    return "\n".join(L) + interventions_markdown(raw)
+    return "\n".join(L) + interventions_markdown(rep)
 
 
 KEY_FIELDS = (
