@@ -427,7 +427,7 @@ def top_tokens_figure(trace, step: int) -> go.Figure:
     fig = go.Figure(go.Bar(x=probs[::-1], y=toks[::-1], orientation="h", marker_color=colors[::-1],
                            hovertemplate="%{y}: %{x:.4f}<extra></extra>"))
     fig.update_layout(showlegend=False)
-    fig = _base_layout(fig, f"Top tokens of the full vocabulary at step {step}", "token", "probability")
+    fig = _base_layout(fig, f"Top tokens at step {step} (full vocabulary)", "token", "probability")
     fig.update_layout(hovermode="closest")
     return fig
 
@@ -455,7 +455,7 @@ def animated_belief_figure(trace, title: Optional[str] = None, frame_ms: int = 3
                                     transition=dict(duration=0))])
     base.update_layout(
         height=560,
-        legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom", font=dict(size=12),
+        legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom", yref="paper", font=dict(size=12),
                     title=dict(side="top")),
         updatemenus=[dict(type="buttons", direction="left", x=0, xanchor="left", y=0, yanchor="top",
                           pad=dict(t=48, r=10), buttons=[play, pause], showactive=False)],
@@ -465,9 +465,16 @@ def animated_belief_figure(trace, title: Optional[str] = None, frame_ms: int = 3
                                   args=[[str(t)], dict(mode="immediate", frame=dict(duration=0, redraw=False),
                                                        transition=dict(duration=0))]) for t in range(1, K + 1)])],
         title=dict(y=0.98, yref="container", yanchor="top"),
-        margin=dict(l=55, r=20, t=80, b=40),
+        margin=dict(l=55, r=20, t=50 + 30 * _legend_top_rows(base, 12), b=40),
     )
     return base
+
+
+def _legend_top_rows(fig: go.Figure, font_size: int) -> int:
+    """Rows of the legend of ``fig`` drawn with ``font_size`` px text (room to keep above the plot area)."""
+    names = [d.name for d in fig.data if d.showlegend is not False] + \
+        [sh.name for sh in fig.layout.shapes if sh.showlegend]
+    return legend_rows(names, width_px=int(LABEL_PLOT_PX * 12 / font_size))
 
 
 def presenter_belief_figure(trace, step: int, font_size: int = 18) -> go.Figure:
@@ -475,7 +482,7 @@ def presenter_belief_figure(trace, step: int, font_size: int = 18) -> go.Figure:
     commitments, exploration end and backtracks known by then are marked, on the whole run's step axis."""
     K = int(np.asarray(trace.probs).shape[0])
     t = min(max(int(step), 1), K)
-    fig = belief_figure(trace.truncated(t))
+    fig = belief_figure(trace.truncated(t), log_steps=False)
     fig.update_xaxes(range=[0.5, K + 0.5], title_font=dict(size=font_size), tickfont=dict(size=font_size - 2))
     fig.update_yaxes(title_text="belief", title_font=dict(size=font_size), tickfont=dict(size=font_size - 2))
     for tr in fig.data:
@@ -486,9 +493,9 @@ def presenter_belief_figure(trace, step: int, font_size: int = 18) -> go.Figure:
         if a.name == "never_converged":  # the run is cut here: not converged *yet*
             a.x, a.text = K, "not converged yet"
     fig.update_layout(height=420, font=dict(size=font_size), title=dict(text=""),
-                      legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom",
+                      legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom", yref="paper",
                                   font=dict(size=font_size), title=dict(side="top")),
-                      margin=dict(l=70, r=20, t=20, b=60))
+                      margin=dict(l=70, r=20, t=10 + int(2.2 * font_size) * _legend_top_rows(fig, font_size), b=60))
     return fig
 
 
@@ -723,7 +730,7 @@ def convergence_heatmap(cmap: np.ndarray, tokens: Sequence[str], title: Optional
     fig = go.Figure(go.Heatmap(
         z=z.T, x=_steps(K), y=labels, colorscale=CONVERGENCE_SCALE, zmin=lo, zmax=hi,
         colorbar=dict(title=dict(text="distance to<br>the final state<br>(relative, log)", side="top"),
-                      len=0.85, y=0, yanchor="bottom", tickvals=ticks, ticktext=[f"1e{int(v)}" for v in ticks]),
+                      len=0.75, y=0, yanchor="bottom", tickvals=ticks, ticktext=[f"1e{int(v)}" for v in ticks]),
         hovertemplate="step %{x}<br>%{y}<br>log10 distance %{z:.2f}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", showticklabels=S <= 80, tickfont=dict(size=9))

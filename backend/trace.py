@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from .errors import LoopLensError, PromptTooLongError, UsageError
+from .fit import check_readable
 from .items import Item
 from .metrics import TrajectoryMetrics, analyze_trajectory, entropy
 from .models import LoadedModel, PromptTemplate, resolve_option_tokens
@@ -341,6 +342,8 @@ def _resolve_seeds(n: int, seeds, init_scale: float) -> List[Optional[int]]:
 
 
 def prepare(bundle: LoadedModel, item: Item, template: PromptTemplate, seed: Optional[int]) -> _Prepared:
+    # words the model does not know would be read as its unknown token: a meaningless trace, refused by name
+    check_readable(bundle.tokenizer, item.question, item.options, bundle.name)
     prompt = template.render(item.question, item.options)
     ids = bundle.tokenizer.encode(prompt, add_special_tokens=False)
     if not ids:

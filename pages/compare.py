@@ -74,7 +74,8 @@ st.query_params.from_dict(ViewState(model=model, bench=ss.get("bench") if files 
                                     init=settings["init_scale"]).to_query())
 rkey = request.key(bundle)
 
-names = {v: plots.VARIANT_NAMES.get(v) or common.plain(v) for v in variants}
+names = {v: plots.VARIANT_NAMES[v] for v in variants}  # base / easy / nca: the item's own variants
+tol = f"{plots.FLAT_BAND_TOL:g}"
 bands = common.cached_figure(rkey, "variant_bands", lambda: {
     v: runs.belief_band(n_boot=summaries.N_BOOT) for v, runs in by_variant.items()})
 ent_bands = common.cached_figure(rkey, "variant_entropy_bands", lambda: {
@@ -89,12 +90,12 @@ band_note = (f"Shaded band: the 95% bootstrap interval of the mean belief over t
 if n_perms == 1:
     band_note = "One answer order per variant: no average and no band (raise **Orders** to see one). "
 elif len(flat) == len(variants):
-    band_note = (f"All {n_perms} answer orders give identical curves (within 0.001) in every variant: the model "
+    band_note = (f"All {n_perms} answer orders give identical curves (within {tol}) in every variant: the model "
                  "reads the options, not their positions, so the mean is every order's curve and there is no band "
                  "to draw. ")
 elif flat:
     band_note += (f"{' and '.join(names[v] for v in flat)}: all {n_perms} answer orders give identical curves (within "
-                  "0.001), so no band is drawn there. ")
+                  f"{tol}), so no band is drawn there. ")
 st.caption(band_note + "Every curve is in the item's original option order; an option keeps its colour in every "
            "panel and in the detail charts below.")
 ent = common.cached_figure(rkey, "variant_entropy", lambda: plots.entropy_bands_figure(ent_bands))

@@ -50,8 +50,8 @@ ss.setdefault("perm", 0)
 if isinstance(ss.get("opts"), str) and "|" in ss["opts"] and "\n" not in ss["opts"]:
     ss["opts"] = ss["opts"].replace("|", "\n")
 
-# A compact picker (two rows) so that the belief chart is in the first screenful: source, benchmark and variant;
-# then the item, its answer order, the filters, the run options and Run.
+# A compact picker (two rows) so that the belief chart is in the first screenful: source and benchmark; then the
+# variant, the item, its answer order, the filters, the run options and Run.
 item = None
 bench_item = None
 bench_path = None
@@ -89,7 +89,7 @@ if bench is not None and bench.errors:
 if bench is not None and bench.items:
     if ss.get("variant") not in VARIANTS:
         ss["variant"] = "base"
-    row1.selectbox("Variant", VARIANTS, key="variant", width=190,
+    row2.selectbox("Variant", VARIANTS, key="variant", width=170,
                    format_func=lambda v: {"base": "base", "easy": "easy", "nca": "no correct answer"}[v],
                    help="base: the item's distractors; easy: easier distractors; no correct answer: the correct "
                         "option replaced by a wrong one.")
@@ -114,21 +114,20 @@ if bench is not None and bench.items:
         st.multiselect("Domain", bench.domains, key="domains", placeholder="all domains")
         st.text_input("Search", key="search", placeholder="id, question or option text")
 elif src == "Your question":
-    c1, c2, c3 = st.columns([3, 3, 1])
+    c1 = c2 = c3 = row2  # in the picker's second row, before the run options and Run
     c1.text_area("Question", key="q", height=110)
     c2.text_area("Options, one per line (2-10)", key="opts", height=110)
     n_typed = len([x for x in (ss.get("opts") or "").splitlines() if x.strip()])
     ans_choices = ["none"] + list(LETTERS[:max(2, min(10, n_typed))])
     if ss.get("ans") not in ans_choices:
         ss["ans"] = "none"
-    c3.selectbox("Correct option", ans_choices, key="ans")
+    c3.selectbox("Correct option", ans_choices, key="ans", width=130)
     with common.guard("Your question"):
         # words the model does not know are said here, before any run
         item = common.readable(bundle, uploads.custom_item(ss.get("q", ""), ss.get("opts", ""), ss.get("ans")))
 
+# shown beside the question it explains (side column), not above the chart
 note = uploads.notation(bench_path if src == "Benchmark item" else bundle.name if src == "Your question" else None)
-if note:
-    st.caption(note)
 ss.setdefault("n_seeds", DEFAULT_N_SEEDS)
 with row2.popover(f"Run options ({summaries.plural(int(ss['n_seeds']), 'seed')})", icon=":material/tune:",
                   help="Seeds for the robustness panel, running on every change, the prompt template."):
@@ -231,6 +230,8 @@ with side_col:
     st.markdown(f"#### {common.plain(tr.question)}")
     st.markdown("  ".join(f"**{LETTERS[i]})** {common.plain(o)}{' ✓' if i == tr.correct else ''}"
                           for i, o in enumerate(tr.options)))
+    if note:
+        st.caption(note)
     # metrics in a wrapping row: as many per line as the column's width holds, none cut off
     with st.container(horizontal=True, gap="medium"):
         for label, value in (

@@ -202,7 +202,7 @@ def test_figure_png_returns_real_png_bytes():
     png = plots.figure_png(fig, scale=1)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
     width, height = struct.unpack(">II", png[16:24])
-    assert (width, height) == (1000, 420)  # the figure's own height, the export's default width
+    assert (width, height) == (1000, int(fig.layout.height or 500))  # the figure's own height, default width
     assert 10_000 < len(png) < 5_000_000  # a drawn chart, not an empty canvas
 
 

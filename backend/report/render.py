@@ -89,7 +89,7 @@ def distinct_groups(groups: List[dict]) -> List[dict]:
 
 
 def to_markdown(rep: dict) -> str:
-    rep = md_escaped(rep)  # every string from the report is shown as text (names of variants: md_text below)
+    raw, rep = rep, md_escaped(rep)  # every string from the report shown as text (variant names: md_text below)
     m = rep["meta"]
     title = m.get("title") or report_title(m)
     thr = m.get("mass_threshold")

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from apptest_helpers import EVIL, assert_rendered_as_text, chart_by_title, no_exceptions
+from backend.report.text import pct
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "results" / "cups-letters" / "report.json"
 
@@ -123,14 +124,16 @@ def test_benchmark_page_is_designed_headline_cards_figures_tables(app, monkeypat
     metrics = {m.label.replace("\\", ""): m for m in at.metric}
     assert {"Accuracy · Base", "Backtracks · Base", "Exploration · Base"} <= set(metrics)
     bt = metrics["Backtracks · Base"]
-    assert bt.value == "22.7%" and "95% CI 19.9% to 25.8%" in bt.proto.delta.replace("\\", "")
+    h = next(r for r in json.loads(SHIPPED.read_text())["headline"] if r["key"] == "backtrack_rate_base")
+    assert bt.value == pct(h["value"]) and f"95% CI {pct(h['lo'])} to {pct(h['hi'])}" in bt.proto.delta.replace(
+        "\\", "")
     helptext = bt.proto.help.replace("\\", "")
     assert "bootstrap over items" in helptext and "mass below 0.01" in helptext
     assert "140 items" in helptext and "3 seed(s)" in helptext
     assert any("Huginn-0125, reference: 32%" in c.value.replace("\\", "") for c in at.caption)
     assert any("not a replication of the paper" in i.value.replace("\\", "") for i in at.info)
     caption = next(c.value for c in at.caption if "instances" in c.value and "benchmark" in c.value)
-    assert "{" not in caption and "Base 10,080" in caption.replace("\\", "")
+    assert "{" not in caption and "Base 10,080" in caption.replace("\\", "")  # variants as text, not a dict
     # one H1 (the page's title): the report's Markdown is demoted inside its collapsed expander
     assert len(at.title) == 1
     assert not [m.value[:80] for m in at.main.get("markdown") if re.search(r"(?m)^#{1,3}\s", m.value)]

@@ -29,6 +29,7 @@ def test_learn_walkthrough_has_a_diagram_and_animated_examples(app):
         # the legend is above the plot area; the buttons and the slider are below the x axis: nothing overlaps
         lay = spec["layout"]
         assert lay["legend"]["y"] >= 1 and lay["legend"]["yanchor"] == "bottom"
+        assert lay["legend"].get("yref", "paper") == "paper"
         for w in (lay["updatemenus"][0], lay["sliders"][0]):
             assert w["y"] <= 0 and w["yanchor"] == "top"
     # every shown example has a two-sentence explanation

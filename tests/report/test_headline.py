@@ -10,6 +10,7 @@ import pytest
 from backend.report import headline as hl
 from backend.report import key_table, to_markdown
 from backend.report.render import distinct_groups, md_text
+from backend.report.text import pct
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "results" / "cups-letters" / "report.json"
 EVIL = "![x](http://evil.example/a.png) [click](http://evil.example) <a href='x'>y</a> $m$ :red[r] a|b www.evil.example"
@@ -25,17 +26,19 @@ def rep():
 def test_description_names_the_design_as_text_not_a_python_dict(rep):
     d = hl.description(rep)
     assert "{" not in d and "'" not in d
-    assert "Base 10,080, Easy 10,080, No correct answer 10,080" in d
-    assert "24 answer orders (balanced)" in d and "3 seed(s)" in d and "mass threshold 0.01" in d
+    n = rep["meta"]["variants"]
+    assert f"Base {n['base']:,}, Easy {n['easy']:,}, No correct answer {n['nca']:,}" in d
+    assert f"{rep['meta']['permutations']} answer orders (balanced)" in d and "mass threshold 0.01" in d
     assert "bootstrap over items (2,000 replicates)" in d
 
 
 def test_cards_carry_interval_reference_and_what_they_rest_on(rep):
     cards = {c["label"]: c for c in hl.cards(rep)}
     bt = cards["Backtracks · Base"]
-    assert bt["value"] == "22.7%" and bt["interval"] == "95% CI 19.9% to 25.8%"
+    h = next(r for r in rep["headline"] if r["key"] == "backtrack_rate_base")
+    assert bt["value"] == pct(h["value"]) and bt["interval"] == f"95% CI {pct(h['lo'])} to {pct(h['hi'])}"
     assert bt["reference"] == "Huginn-0125, reference: 32%"
-    assert "n = 10,080" in bt["help"] and "140 items" in bt["help"] and "below 0.01" in bt["help"]
+    assert f"n = {h['n']:,}" in bt["help"] and f"{h['n_items']} items" in bt["help"] and "below 0.01" in bt["help"]
     assert cards["Accuracy · Base"]["reference"] is None  # the paper reports no accuracy: none invented
     assert cards["Exploration · Base"]["value"].endswith("steps")
     # a number the report does not have is left out, not shown as n/a
@@ -81,4 +84,5 @@ def test_to_markdown_shows_report_strings_as_text(rep):
         assert not re.search(bad, md), bad
     assert md_text("cups-letters on cups-letters-test 12:30") == "cups-letters on cups-letters-test 12:30"
     # the numbers and the lookups by key are unchanged by the escaping
-    assert "| " + md_text(EVIL) + " | 32% | 22.7% [" in md
+    h = next(x for x in rep["headline"] if x["key"] == "backtrack_rate_base")
+    assert "| " + md_text(EVIL) + f" | 32% | {pct(h['value'])} [" in md
