@@ -57,7 +57,13 @@ pages = [
 page = st.navigation(pages)
 # Pages that run the model with their own settings instead of the sidebar's run controls (steps, seed, init scale,
 # run length): the controls are not drawn there, and the sidebar says what the page uses instead.
-OWN_RUN_SETTINGS = {"learn": lambda model: learn.page_settings(model).note()}
+OWN_RUN_SETTINGS = {
+    "learn": lambda model: learn.page_settings(model).note(),
+    "benchmark": lambda model: ("Benchmark shows a sweep's saved results: their steps, seeds and thresholds are stated "
+                                "on the page. The run controls apply to Explore, Compare and Models."),
+}
+# Pages that set the number of steps themselves (the other run controls apply): the steps control is not drawn.
+OWN_STEPS = {"models": "Models runs each model for a multiple of its own trained depth (set on the page)."}
 
 with st.sidebar:
     st.markdown("### LoopLens")
@@ -86,15 +92,19 @@ with st.sidebar:
         def _steps_set_by_user():
             ss["_steps_explicit"] = True
 
-        st.number_input("Recurrent steps", MIN_STEPS, MAX_STEPS, step=1, key="steps", on_change=_steps_set_by_user,
-                        help="Defaults to the model's trained depth until you change it.")
+        if page.url_path in OWN_STEPS:
+            st.caption(f"ℹ️ {OWN_STEPS[page.url_path]}")
+        else:
+            st.number_input("Recurrent steps", MIN_STEPS, MAX_STEPS, step=1, key="steps",
+                            on_change=_steps_set_by_user, help="Defaults to the model's trained depth until you change it.")
         st.number_input("Seed of the initial state", 0, 2**31 - 1, step=1, key="seed")
         st.number_input("Init scale (0 = zero initial state)", 0.0, 100.0, step=0.1, format="%.2f", key="init")
         ss.setdefault("run_length", RUN_LENGTH)
         st.number_input("Commitment run length", 1, MAX_STEPS, step=1, key="run_length",
                         help=f"An argmax held this many consecutive steps is a commitment (default {RUN_LENGTH}, "
                              "from the paper); backtracks are read from commitments.")
-        note = common.short_trajectory_note(int(ss["steps"]), int(ss["run_length"]))
+        note = None if page.url_path in OWN_STEPS else common.short_trajectory_note(int(ss["steps"]),
+                                                                                   int(ss["run_length"]))
         if note:
             st.caption(f"ℹ️ {note}")
     for msg in ss.get("_link_problems", []):

@@ -110,3 +110,16 @@ def test_sidebar_hides_the_run_controls_on_learn_and_keeps_them_for_explore(app)
     assert at.sidebar.number_input(key="run_length") is not None
     at.switch_page("pages/compare.py").run()
     assert at.sidebar.number_input(key="steps").value == 12
+
+
+def test_sidebar_draws_only_the_run_controls_a_page_uses(app):
+    """Models sets its own steps (a multiple of each model's trained depth); Benchmark reads saved results."""
+    at = app(page="models")
+    no_exceptions(at)
+    keys = {n.key for n in at.sidebar.number_input}
+    assert "steps" not in keys and {"seed", "init", "run_length"} <= keys, keys
+    assert any("trained depth" in c.value for c in at.sidebar.caption)
+    at.switch_page("pages/benchmark.py").run()
+    no_exceptions(at)
+    assert not {n.key for n in at.sidebar.number_input} & {"steps", "seed", "init", "run_length"}
+    assert any("saved results" in c.value for c in at.sidebar.caption)
