@@ -85,8 +85,8 @@ class PageSettings:
         seeds = ", ".join(str(s) for s in sorted(set(self.seeds)))
         src = "curated examples" if self.curated else "examples (found by a scan)"
         return (f"Learn runs its {src} with their own settings: {self.steps} steps, seed {seeds}, init scale "
-                f"{self.init_scale:g}, commitment run length {self.run_length}. The run controls are on Explore "
-                "and Compare.")
+                f"{self.init_scale:g}, commitment run length {self.run_length}. The run controls are on Explore, "
+                "Compare and Models.")
 
 
 SCAN_SEED = 0
