@@ -264,7 +264,7 @@ def test_page_settings_name_what_learn_runs():
     s = learn.page_settings("cups-letters")
     d = learn.load_curated("cups-letters")
     assert s.curated and s.steps == d["steps"] and set(s.seeds) == {e.seed for e in d["examples"]}
-    assert f"{s.steps} steps" in s.note() and "Explore and Compare" in s.note()
+    assert f"{s.steps} steps" in s.note() and "Explore, Compare and Models" in s.note()
     other = learn.page_settings("no-such-model")
     assert not other.curated and other.seeds == (learn.SCAN_SEED,)
 
