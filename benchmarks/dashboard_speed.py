@@ -27,16 +27,16 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from serving import free_port, server_process  # noqa: E402
 
 
 LAUNCHERS = {  # name -> (command, how it is given the port)
@@ -50,44 +50,25 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 FIRST_CHART = "document.querySelector('.js-plotly-plot .main-svg') !== null"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _server(launch: str, repo: Path):
     """A fresh server started with ``launch`` in ``repo``; yields (url, seconds from launch to a healthy health
-    endpoint)."""
-    port = _free_port()
+    endpoint, server pid)."""
+    port = free_port()
     cmd, style = LAUNCHERS[launch]
     if style == "cli":
         cmd = cmd + ["--port", str(port), "--address", "127.0.0.1"]
     else:
         cmd = cmd + ["--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
                      "--browser.gatherUsageStats", "false"]
-    log = open(REPO / "benchmarks" / f".dashboard_speed_{launch}.log", "w")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=repo, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"{launch} server exited with {proc.returncode}; see {log.name}")
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.05)
-        yield url, time.perf_counter() - t0, proc.pid
-    finally:
-        proc.terminate()
+    log_path = REPO / "benchmarks" / f".dashboard_speed_{launch}.log"
+    with contextlib.ExitStack() as stack:
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            url, took, proc = stack.enter_context(server_process(cmd, port, log_path, cwd=repo, timeout=600,
+                                                                 poll=0.05))
+        except RuntimeError as exc:
+            raise SystemExit(f"{launch} server: {exc}") from None
+        yield url, took, proc.pid
 
 
 def _cpu_times() -> dict:

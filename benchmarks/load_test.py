@@ -15,19 +15,21 @@ Prints a Markdown table; exits 1 if any session failed or any belief differs fro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from serving import free_port, server_process, streamlit_command  # noqa: E402
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
@@ -45,12 +47,6 @@ def _mem(pid: int) -> dict:
         if k in ("VmRSS", "VmHWM"):
             out[k] = int(v.split()[0]) / 1024  # MiB
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:
@@ -75,12 +71,8 @@ def main() -> int:
     bench_path = benchmark_files(model)[0]
     items = load_benchmark(bench_path).items[: a.sessions]
     env = {**os.environ, "LOOPLENS_DEFAULT_MODEL": model}
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(REPO / "benchmarks" / ".load_test_server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=log, stderr=log)
+    port = free_port()
+    server = contextlib.ExitStack()  # the server process, stopped in the finally below
     peak_rss = [0.0]
     stop = threading.Event()
 
@@ -94,12 +86,9 @@ def main() -> int:
 
     rows, failures, diffs = [], [], []
     try:
-        for _ in range(600):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.2)
+        url, _, proc = server.enter_context(server_process(streamlit_command(port), port,
+                                                           REPO / "benchmarks" / ".load_test_server.log", env=env,
+                                                           timeout=120, poll=0.2))
         threading.Thread(target=sample, daemon=True).start()
         time.sleep(1.0)
         rows.append(("server up, no session yet", _mem(proc.pid), None))
@@ -144,12 +133,7 @@ def main() -> int:
             browser.close()
     finally:
         stop.set()
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.close()
 
     # The CLI's beliefs for the same question and seed.
     for i, (it, got) in enumerate(zip(items, plotted)):

@@ -5,14 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from serving import free_port, server_process, streamlit_command
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -23,42 +20,19 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install -y chromium)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def streamlit_server(model_dir, log_name: str = "server.log"):
     """A fresh ``streamlit run app.py`` on a free port, healthy; yields its URL and stops it afterwards."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LOOPLENS_DEFAULT_MODEL": os.environ.get("LOOPLENS_BROWSER_MODEL", str(model_dir)),
            "LOOPLENS_TORCH_THREADS": "1"}
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(ARTIFACTS / log_name, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("the streamlit server did not become healthy")
-        yield url
-    finally:
-        proc.terminate()
+    with contextlib.ExitStack() as stack:
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            url, _, _ = stack.enter_context(server_process(streamlit_command(port), port, ARTIFACTS / log_name,
+                                                           env=env))
+        except RuntimeError as exc:  # exited, or not healthy in time: the test fails with the server's log
+            pytest.fail(str(exc))
+        yield url
 
 
 @pytest.fixture(scope="module")

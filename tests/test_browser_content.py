@@ -43,6 +43,16 @@ def _problems(page) -> list:
     return [boxes.nth(i).inner_text()[:300] for i in range(boxes.count())]
 
 
+def _open(browser, url: str):
+    """Explore in a new 1400x1000 page, idle; returns (page, the page's JavaScript errors as they come)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/")
+    _idle(page)
+    return page, errors
+
+
 def _pick(page, label: str, option_text: str) -> None:
     page.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
     page.get_by_role("option").filter(has_text=option_text).first.click()
@@ -50,11 +60,7 @@ def _pick(page, label: str, option_text: str) -> None:
 
 
 def test_prefilled_question_and_first_benchmark_items_run_on_the_default_model(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{server}/")
-    _idle(page)
+    page, errors = _open(browser, server)
     _belief_drawn(page)
     assert not _problems(page)
     bench = page.locator("[data-testid='stSelectbox']").filter(has_text="Benchmark").first
@@ -90,11 +96,7 @@ def test_prefilled_question_and_first_benchmark_items_run_on_the_default_model(s
 
 
 def test_a_question_with_unknown_words_gets_a_plain_message_and_no_progress_bar(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{server}/")
-    _idle(page)
+    page, errors = _open(browser, server)
     page.get_by_text("Your question", exact=True).click()
     _idle(page)
     box = page.get_by_label("Question", exact=True)

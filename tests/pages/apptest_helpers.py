@@ -13,11 +13,17 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 @pytest.fixture
 def app(tiny_dir, monkeypatch):
-    monkeypatch.setenv("LOOPLENS_DEFAULT_MODEL", str(tiny_dir))
+    return app_factory(monkeypatch, str(tiny_dir))
+
+
+def app_factory(monkeypatch, model: str, timeout: float = 180):
+    """``make(page=None, query=None)``: a fresh AppTest of the app on ``model`` (one torch thread), run once, on
+    ``page`` when given."""
+    monkeypatch.setenv("LOOPLENS_DEFAULT_MODEL", model)
     monkeypatch.setenv("LOOPLENS_TORCH_THREADS", "1")
 
     def make(page: str | None = None, query: dict | None = None) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=180)
+        at = AppTest.from_file(APP, default_timeout=timeout)
         if query:
             at.query_params.update(query)
         at.run()

@@ -1,9 +1,8 @@
 """pages/common.py helpers: the run store, and (AppTest, on the shipped default model) what the pages say about
 content the model cannot read, a failed run's progress bar and an empty local directory."""
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import APP, charts, no_exceptions
+from apptest_helpers import app_factory, charts, no_exceptions
 from pages.common import RunStore
 
 
@@ -16,17 +15,7 @@ def test_run_store_is_a_bounded_lru():
 @pytest.fixture
 def cups_app(monkeypatch):
     """The app on the shipped default model (cups-letters: a 38-word vocabulary)."""
-    monkeypatch.setenv("LOOPLENS_DEFAULT_MODEL", "cups-letters")
-    monkeypatch.setenv("LOOPLENS_TORCH_THREADS", "1")
-
-    def make(page=None):
-        at = AppTest.from_file(APP, default_timeout=300)
-        at.run()
-        if page:
-            at.switch_page(f"pages/{page}.py").run()
-        return at
-
-    return make
+    return app_factory(monkeypatch, "cups-letters", timeout=300)
 
 
 def errors(at):
