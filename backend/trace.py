@@ -343,7 +343,8 @@ def _resolve_seeds(n: int, seeds, init_scale: float) -> List[Optional[int]]:
 
 def prepare(bundle: LoadedModel, item: Item, template: PromptTemplate, seed: Optional[int]) -> _Prepared:
     # words the model does not know would be read as its unknown token: a meaningless trace, refused by name
-    check_readable(bundle.tokenizer, item.question, item.options, bundle.name)
+    # before any model work (trace_items prepares every item first; the app shows this message, no progress)
+    check_readable(bundle.tokenizer, item.question, item.options, bundle.path.name)
     prompt = template.render(item.question, item.options)
     ids = bundle.tokenizer.encode(prompt, add_special_tokens=False)
     if not ids:

@@ -113,8 +113,15 @@ def default_view_request(model: str, bundle) -> Optional[TraceRequest]:
     item_id = learn.interesting_item_id(bundle.name, ids) or ids[0]
     item = items[ids.index(item_id)].instance("base", 0)
     steps = min(MAX_STEPS, max(MIN_STEPS, describe_checkpoint(model)["trained_depth"]))
-    return TraceRequest([item] * DEFAULT_N_SEEDS, steps, [DEFAULT_SEED + k for k in range(DEFAULT_N_SEEDS)], 1.0,
-                        None, keep_all_states=runtime.keeps_all_states(bundle, steps, DEFAULT_N_SEEDS))
+    return explore_request(bundle, item, steps, DEFAULT_SEED, 1.0, DEFAULT_N_SEEDS)
+
+
+def explore_request(bundle, item, steps: int, seed: int, init_scale: float, n_seeds: int,
+                    template=None) -> TraceRequest:
+    """Explore's run: ``item`` under seeds seed, seed+1, ... (the robustness panel) in one batch, every
+    position's states kept when the model is small enough (the convergence map)."""
+    return TraceRequest([item] * n_seeds, steps, [seed + k for k in range(n_seeds)], init_scale, template,
+                        keep_all_states=runtime.keeps_all_states(bundle, steps, n_seeds))
 
 
 def warm_up(model: Optional[str] = None) -> dict:
@@ -386,7 +393,6 @@ def run_traces(model_entry, request: TraceRequest, label: str = "Tracing",
     hit = store.get(key)
     if hit is not None:
         return hit
-    check_readable(bundle, request)  # before any model work: no progress bar for a question it cannot read
     steps, n = request.steps, len(request.items)
     bar = st.progress(0.0, text=f"{label}: step 0/{steps}")
     last = [time.perf_counter()]
@@ -415,18 +421,6 @@ def readable(bundle, item):
     the caller's guard, before anything runs)."""
     fit.check_readable(bundle, item.question, item.options, model_label(bundle))
     return item
-
-
-def check_readable(bundle, request: TraceRequest) -> None:
-    """UnknownWordsError naming the words of the first question/option set the model does not know (and what it
-    reads), before anything runs."""
-    seen = set()
-    for it in request.items:
-        k = (it.question, tuple(sorted(it.options)))
-        if k in seen:
-            continue
-        seen.add(k)
-        fit.check_readable(bundle, it.question, it.options, model_label(bundle))
 
 
 def plot(fig, key: Optional[str] = None) -> None:

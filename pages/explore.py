@@ -11,7 +11,7 @@ from backend import learn, plots, summaries, uploads
 from backend.items import VARIANTS, Benchmark
 from backend.links import ViewState
 from backend.models import PromptTemplate, describe
-from backend.models.runtime import keeps_all_states, token_strings
+from backend.models.runtime import token_strings
 from backend.projection import pca_paths, umap_paths, umap_status
 from backend.settings import DEFAULT_N_SEEDS
 from backend.trace import TraceRequest, convergence_map
@@ -175,9 +175,8 @@ if item is None or template is None:
 # One batch: the chosen seed and the robustness seeds (seed+1, ...) run together (one forward for all).
 model_template = None if template == bundle.template else template
 n_seeds = int(ss.get("n_seeds", DEFAULT_N_SEEDS))
-request = TraceRequest([item] * n_seeds, settings["steps"], [settings["seed"] + k for k in range(n_seeds)],
-                       settings["init_scale"], model_template,
-                       keep_all_states=keeps_all_states(bundle, settings["steps"], n_seeds))
+request = common.explore_request(bundle, item, settings["steps"], settings["seed"], settings["init_scale"], n_seeds,
+                                 model_template)
 key = request.key(bundle)
 if not auto and not run_clicked and common.trace_store().get(key) is None:
     st.info("Press **Run** to trace this question.")

@@ -282,3 +282,18 @@ def test_no_exit_probs_without_an_exit_gate(tiny_bundle):
     assert tr.exit_probs is None and json.loads(tr.to_json())["exit_probs"] is None
     assert Trace.from_dict(json.loads(tr.to_json())).exit_probs is None
     assert "exit_prob" not in tr.to_frame().columns
+
+
+def test_words_the_model_does_not_know_are_refused_before_any_model_work(monkeypatch):
+    """The CLI and API refuse them too (not only the app): on the shipped cups-letters an English question would
+    read as its unknown token, a meaningless trace."""
+    from backend.fit import UnknownWordsError
+    from backend.models import load_bundle
+
+    bundle = load_bundle("cups-letters")
+    calls = []
+    monkeypatch.setattr(type(bundle.model), "forward", lambda *a, **k: calls.append(1))
+    item = Item("What is the capital of Australia?", ("c1", "Canberra", "c2"), correct=1)
+    with pytest.raises(UnknownWordsError, match="cups-letters") as e:
+        trace_items(bundle, [item], 4)
+    assert "capital" in str(e.value) and "Canberra" in str(e.value) and calls == []
